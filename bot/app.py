@@ -1,0 +1,193 @@
+"""Composition root: the only place that builds engines, HTTP clients, Slack clients and tasks.
+
+`build(settings, edges)` wires the core; `web_app(runtime)` turns it into one aiohttp application
+whose cleanup contexts own every resource's lifetime. The edges come from `handlers/`, which this
+package never imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.clock import Clock, SystemClock
+from bot.config import Settings, SlackMode
+from bot.db import Database, head_revision, migrate_async
+from bot.intake import Intake
+from bot.metrics import Metrics
+from bot.pipeline import Pipeline
+from bot.ports import Edge
+from bot.registry_client import RegistryClient
+from bot.slack.notifier import Delivery, DryRunPoster, Poster, WebApiPoster
+from bot.store import inbox, outbox
+from bot.web import json_errors
+from bot.worker import PermanentError, Workers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Core:
+    """What the edges may use. Built once per process (or per test)."""
+
+    settings: Settings
+    db: Database
+    metrics: Metrics
+    clock: Clock
+    intake: Intake
+    registry_client: RegistryClient
+    slack_client: AsyncWebClient | None
+    bolt: AsyncApp | None
+    head_revision: str | None
+
+    @property
+    def slack_mode(self) -> SlackMode:
+        return self.settings.slack.effective_mode
+
+
+@dataclass
+class Runtime:
+    core: Core
+    edges: Sequence[Edge]
+    workers: Workers
+    delivery: Delivery
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+def build(
+    settings: Settings,
+    edges: Sequence[Edge],
+    *,
+    clock: Clock | None = None,
+    dry_run_out: TextIO = sys.stdout,
+) -> Runtime:
+    clock = clock or SystemClock()
+    metrics = Metrics()
+    db = Database(settings.database)
+    intake = Intake(db, metrics, clock, settings.server.intake_timeout)
+    registry_client = RegistryClient()
+    slack_client, bolt = _slack(settings)
+    poster: Poster = (
+        WebApiPoster(slack_client, metrics) if slack_client is not None else DryRunPoster(dry_run_out)
+    )
+    core = Core(
+        settings=settings,
+        db=db,
+        metrics=metrics,
+        clock=clock,
+        intake=intake,
+        registry_client=registry_client,
+        slack_client=slack_client,
+        bolt=bolt,
+        head_revision=head_revision(),
+    )
+    outbox_wake = asyncio.Event()
+    workers = Workers(
+        db,
+        Pipeline(settings, registry_client, clock),
+        settings.worker,
+        metrics,
+        clock,
+        wake=intake.new_work,
+        permanent=(PermanentError,),
+        on_commit=outbox_wake.set,
+    )
+    delivery = Delivery(db, poster, settings.slack, metrics, clock, wake=outbox_wake)
+    return Runtime(core=core, edges=edges, workers=workers, delivery=delivery)
+
+
+def _slack(settings: Settings) -> tuple[AsyncWebClient | None, AsyncApp | None]:
+    slack = settings.slack
+    if slack.effective_mode is SlackMode.DRY_RUN or slack.bot_token is None:
+        return None, None
+    client = AsyncWebClient(token=slack.bot_token.get_secret_value(), base_url=str(slack.api_url))
+    signing = slack.signing_secret.get_secret_value() if slack.signing_secret else None
+    if slack.effective_mode is SlackMode.HTTP and not signing:
+        log.warning("slack: no signing_secret, so /slack/events refuses every request")
+        return client, None
+    bolt = AsyncApp(
+        client=client,
+        signing_secret=signing or "unused-in-socket-mode",
+        request_verification_enabled=slack.effective_mode is SlackMode.HTTP,
+        process_before_response=True,
+        logger=logging.getLogger("bot.slack.bolt"),
+    )
+    return client, bolt
+
+
+def web_app(rt: Runtime) -> web.Application:
+    app = web.Application(
+        client_max_size=rt.core.settings.server.max_body_bytes, middlewares=[json_errors]
+    )
+    app[RUNTIME] = rt
+    app.cleanup_ctx.extend([_database_ctx, _registry_ctx, _tasks_ctx, _socket_mode_ctx])
+    for edge in rt.edges:
+        edge.mount(app, rt.core)
+    return app
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    core = app[RUNTIME].core
+    settings = core.settings.database
+    if settings.should_migrate_on_start:
+        await migrate_async(settings.url)
+    if settings.is_sqlite:
+        # SQLite means one process: anything it had in flight died with the previous run.
+        async with core.db.transaction() as session:
+            released = await inbox.release_all_leases(session)
+            unsure = await outbox.mark_unsure(session)
+        if released or unsure:
+            log.warning("recovered %d claimed events and %d in-flight messages", released, unsure)
+    yield
+    await core.db.dispose()
+
+
+async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
+    client = app[RUNTIME].core.registry_client
+    await client.open()
+    yield
+    await client.close()
+
+
+async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    if rt.core.slack_mode is SlackMode.DRY_RUN:
+        log.warning("slack: no bot token configured, running dry: messages are printed, not posted")
+    rt.tasks = [
+        asyncio.create_task(rt.core.intake.run(), name="intake-writer"),
+        asyncio.create_task(rt.workers.run(), name="inbox-workers"),
+        asyncio.create_task(rt.delivery.run(), name="slack-delivery"),
+    ]
+    yield
+    for task in reversed(rt.tasks):
+        task.cancel()
+    for task in rt.tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await rt.core.intake.drain()
+
+
+async def _socket_mode_ctx(app: web.Application) -> AsyncIterator[None]:
+    core = app[RUNTIME].core
+    if core.slack_mode is not SlackMode.SOCKET or core.bolt is None:
+        yield
+        return
+    from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+    assert core.settings.slack.app_token is not None
+    handler = AsyncSocketModeHandler(core.bolt, core.settings.slack.app_token.get_secret_value())
+    await handler.connect_async()
+    yield
+    await handler.close_async()

@@ -1,0 +1,70 @@
+"""Image configuration hygiene checks. Pure: ImageFacts in, findings out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from bot.findings import Finding, Severity
+from bot.images import ImageFacts, PlatformConfig
+
+
+@dataclass(frozen=True)
+class HygienePolicy:
+    mutable_tags: tuple[str, ...] = ("latest",)
+    disabled: frozenset[str] = frozenset()
+
+
+def _is_root(user: str) -> bool:
+    """An empty User runs as root, as do `root` and uid 0 with or without a group."""
+    name = user.split(":", 1)[0].strip()
+    return name in ("", "root", "0")
+
+
+def runs_as_root(facts: ImageFacts, policy: HygienePolicy) -> Iterable[Finding]:
+    root = [p for p in facts.platforms if _is_root(p.user)]
+    if not root:
+        return []
+    where = ", ".join(_describe_user(p) for p in root)
+    return [
+        Finding(
+            check_id="runs-as-root",
+            severity=Severity.MEDIUM,
+            title="Image runs as root",
+            detail=f"The container process runs as root ({where}).",
+            remediation="Add a non-root `USER` (e.g. `USER 10001:10001`) to the Dockerfile.",
+        )
+    ]
+
+
+def _describe_user(p: PlatformConfig) -> str:
+    user = f"User {p.user!r}" if p.user else "no User set"
+    return f"{p.platform}: {user}"
+
+
+def mutable_tag(facts: ImageFacts, policy: HygienePolicy) -> Iterable[Finding]:
+    tag = facts.tag
+    if tag is None or not any(fnmatchcase(tag, pattern) for pattern in policy.mutable_tags):
+        return []
+    return [
+        Finding(
+            check_id="mutable-tag",
+            severity=Severity.LOW,
+            title="Pushed under a mutable tag",
+            detail=f"Tag {tag!r} is moved by every push, so what it names changes under you.",
+            remediation="Push an immutable version tag and deploy by digest.",
+        )
+    ]
+
+
+Check = Callable[[ImageFacts, HygienePolicy], Iterable[Finding]]
+CHECKS: dict[str, Check] = {"runs-as-root": runs_as_root, "mutable-tag": mutable_tag}
+
+
+def run_hygiene(facts: ImageFacts, policy: HygienePolicy) -> list[Finding]:
+    findings: list[Finding] = []
+    for check_id, check in CHECKS.items():
+        if check_id not in policy.disabled:
+            findings.extend(check(facts, policy))
+    return findings

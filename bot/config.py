@@ -1,0 +1,298 @@
+"""Settings: a TOML file, overridden by CROWSNEST_<SECTION>__<KEY> environment variables.
+
+Unknown keys are errors everywhere: a typo in a security tool's config must not silently turn a
+check off. Secrets are `SecretStr` and may come from a `*_file` key naming a file instead.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("crowsnest.toml")
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret_files(data: Any, names: tuple[str, ...]) -> Any:
+    """Fill `name` from the file named by `name_file` (stripped of one trailing newline)."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for name in names:
+        path = data.pop(f"{name}_file", None)
+        if path is None:
+            continue
+        if data.get(name) not in (None, ""):
+            raise ValueError(f"set either {name} or {name}_file, not both")
+        try:
+            data[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
+    return data
+
+
+class Server(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    #: Seconds a request may wait for its batch to be committed before answering 503.
+    intake_timeout: float = Field(5.0, gt=0)
+
+
+class Database(Section):
+    url: str = "sqlite+aiosqlite:///./crowsnest.db"
+    #: Apply Alembic migrations when `serve` starts. Defaults to on for SQLite only, where the
+    #: bot is usually the only process; PostgreSQL deployments migrate as a release step.
+    migrate_on_start: bool | None = None
+    pool_size: int = Field(10, ge=1)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        return self.is_sqlite if self.migrate_on_start is None else self.migrate_on_start
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, url: str) -> str:
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return url
+
+
+class SlackMode(StrEnum):
+    HTTP = "http"
+    SOCKET = "socket"
+    DRY_RUN = "dry-run"
+
+
+class Slack(Section):
+    mode: SlackMode | None = None
+    api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+    bot_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    app_token: SecretStr | None = None
+    fallback_channel: str = "#crowsnest"
+    #: Minimum seconds between two posts to one channel (Slack allows about one a second).
+    channel_interval: float = Field(1.0, ge=0)
+    #: Seconds before a message that could not be delivered is tried again (doubles each time).
+    retry_backoff: float = Field(2.0, gt=0)
+    max_retry_backoff: float = Field(300.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("bot_token", "signing_secret", "app_token"))
+
+    @property
+    def effective_mode(self) -> SlackMode:
+        """Without a bot token there is nobody to post as, so the bot runs dry."""
+        if self.bot_token is None or not self.bot_token.get_secret_value():
+            return SlackMode.DRY_RUN
+        if self.mode is not None:
+            return self.mode
+        return SlackMode.SOCKET if self.app_token is not None else SlackMode.HTTP
+
+    @model_validator(mode="after")
+    def _mode_needs_secrets(self) -> Self:
+        if self.mode is SlackMode.SOCKET and self.app_token is None:
+            raise ValueError("mode 'socket' needs app_token (xapp-…)")
+        if self.mode is SlackMode.HTTP and self.signing_secret is None:
+            raise ValueError("mode 'http' needs signing_secret")
+        return self
+
+
+class RegistryKind(StrEnum):
+    DISTRIBUTION = "distribution"
+    GITLAB = "gitlab"
+    HARBOR = "harbor"
+    DOCKERHUB = "dockerhub"
+    GHCR = "ghcr"
+    QUAY = "quay"
+    ECR = "ecr"
+    ARTIFACT_REGISTRY = "artifact-registry"
+
+
+class Registry(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    kind: RegistryKind
+    url: AnyHttpUrl
+    username: str | None = None
+    password: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    #: Other hosts this registry may send the bot to: its token service (auth.docker.io) or
+    #: blob storage it redirects to. Every other host is refused, whatever a payload says.
+    trusted_hosts: tuple[str, ...] = ()
+    #: Per-request timeout against this registry, in seconds.
+    timeout: float = Field(10.0, gt=0)
+    #: Largest manifest or config blob the bot will read.
+    max_blob_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("password", "webhook_secret"))
+
+    @property
+    def base_url(self) -> str:
+        return str(self.url).rstrip("/")
+
+    @property
+    def host(self) -> str:
+        """`host[:port]` as image references name this registry."""
+        url = self.url
+        default = {"http": 80, "https": 443}.get(url.scheme)
+        return url.host or "" if url.port in (None, default) else f"{url.host}:{url.port}"
+
+
+class Team(Section):
+    name: str = Field(min_length=1)
+    channel: str = Field(min_length=1)
+    repositories: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+    oncall: str | None = None
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, tz: str) -> str:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {tz!r}") from None
+        return tz
+
+    @field_validator("approvers")
+    @classmethod
+    def _slack_ids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [i for i in ids if not i[:1] in ("U", "W", "S")]
+        if bad:
+            raise ValueError(f"not Slack user (U…/W…) or user-group (S…) ids: {', '.join(bad)}")
+        return ids
+
+
+class Worker(Section):
+    concurrency: int = Field(4, ge=0)
+    max_attempts: int = Field(5, ge=1)
+    #: First retry delay in seconds; doubles with each attempt.
+    retry_backoff: float = Field(2.0, gt=0)
+    max_retry_backoff: float = Field(600.0, gt=0)
+    #: Seconds a claimed event stays reserved for its worker before another may take it over.
+    lease_seconds: float = Field(120.0, gt=0)
+    #: Seconds between polls when nothing wakes the workers.
+    poll_interval: float = Field(1.0, gt=0)
+
+
+class Checks(Section):
+    #: Glob patterns of tags that can be moved to another image.
+    mutable_tags: tuple[str, ...] = ("latest",)
+    #: Check ids to turn off entirely.
+    disabled: tuple[str, ...] = ()
+
+
+class Settings(BaseSettings):
+    """The whole configuration, as documented in config.example.toml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CROWSNEST_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: Server = Server()
+    database: Database = Database()
+    slack: Slack = Slack()
+    registries: tuple[Registry, ...] = ()
+    teams: tuple[Team, ...] = ()
+    worker: Worker = Worker()
+    checks: Checks = Checks()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs (see load_settings); the environment wins over it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        for kind, names in (
+            ("registries", [r.name for r in self.registries]),
+            ("teams", [t.name for t in self.teams]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind}: duplicate name {', '.join(dupes)}")
+        return self
+
+    def registry(self, name: str) -> Registry | None:
+        return next((r for r in self.registries if r.name == name), None)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `problems` holds one readable line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per problem: the dotted key path, then what is wrong."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{where}: {msg}")
+    return lines
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Read `path` (or nothing when it is None and ./crowsnest.toml is absent) into Settings."""
+    data: dict[str, Any] = {}
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+

@@ -1,0 +1,61 @@
+"""Domain events: what the edges tell the core happened outside.
+
+They are stored in the inbox as JSON, so they are pydantic models with a `type` tag.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+#: The distribution spec's repository grammar: no `..`, no empty or leading-dot components, so a
+#: repository can go into a registry URL path as it is.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY_PATTERN = rf"^{_COMPONENT}(?:/{_COMPONENT})*$"
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+
+
+class DomainEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: The source's own id for this event, or a content hash where it has none. With the
+    #: source name it is the inbox dedup key, so a redelivery is stored once.
+    delivery_id: str = Field(min_length=1, max_length=200)
+
+
+class ImagePushed(DomainEvent):
+    """A manifest or index was pushed under a tag to a configured registry."""
+
+    type: Literal["image.pushed"] = "image.pushed"
+    registry: str
+    repository: str = Field(max_length=255, pattern=REPOSITORY_PATTERN)
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    tag: str | None = Field(None, pattern=TAG_PATTERN)
+    media_type: str | None = None
+    actor: str | None = Field(None, max_length=200)
+    pushed_at: datetime | None = None
+
+
+class ImageDeleted(DomainEvent):
+    """A manifest (by digest) or a tag was deleted."""
+
+    type: Literal["image.deleted"] = "image.deleted"
+    registry: str
+    repository: str = Field(max_length=255, pattern=REPOSITORY_PATTERN)
+    digest: str | None = Field(None, pattern=DIGEST_PATTERN)
+    tag: str | None = Field(None, pattern=TAG_PATTERN)
+
+
+AnyEvent = Annotated[ImagePushed | ImageDeleted, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[ImagePushed | ImageDeleted] = TypeAdapter(AnyEvent)
+
+
+def dump_event(event: ImagePushed | ImageDeleted) -> str:
+    return event.model_dump_json()
+
+
+def load_event(data: str | bytes) -> ImagePushed | ImageDeleted:
+    return EVENT_ADAPTER.validate_json(data)

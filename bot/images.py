@@ -1,0 +1,68 @@
+"""What the bot knows about an image once its manifest and config have been read."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from bot.events import DIGEST_PATTERN, REPOSITORY_PATTERN
+
+_REF = re.compile(
+    r"^(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?)/(?P<repo>[a-z0-9._/-]+?)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """`host[:port]/repository[:tag][@sha256:…]`, as operators type it."""
+
+    host: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        m = _REF.match(text)
+        if not m or not (m["tag"] or m["digest"]) or not re.match(REPOSITORY_PATTERN, m["repo"]):
+            raise ValueError(f"not an image reference host[:port]/repo:tag or @sha256:…: {text!r}")
+        return cls(m["host"], m["repo"], m["tag"], m["digest"])
+
+    @property
+    def reference(self) -> str:
+        """What to ask the registry for: the digest when known, else the tag."""
+        return self.digest or self.tag or "latest"
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """The parts of one platform's image config that the checks read."""
+
+    platform: str
+    manifest_digest: str
+    user: str = ""
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """An image as pushed: where it lives, under which tag, and each platform's config."""
+
+    registry: str
+    repository: str
+    digest: str
+    tag: str | None
+    media_type: str
+    platforms: tuple[PlatformConfig, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not re.match(DIGEST_PATTERN, self.digest):
+            raise ValueError(f"bad digest {self.digest!r}")
+
+    @property
+    def short_digest(self) -> str:
+        return self.digest.removeprefix("sha256:")[:12]

@@ -1,0 +1,110 @@
+"""What happens to each inbox event: fetch, check, record, and owe Slack a message."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.checks.hygiene import HygienePolicy, run_hygiene
+from bot.clock import Clock
+from bot.config import Settings
+from bot.events import ImageDeleted, ImagePushed
+from bot.findings import Finding
+from bot.images import ImageFacts
+from bot.registry_client import PermanentRegistryError, RegistryClient
+from bot.routing import route_repository
+from bot.slack import render
+from bot.store import images, outbox
+from bot.worker import Apply, PermanentError
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """The inbox workers' event handler."""
+
+    def __init__(self, settings: Settings, registry_client: RegistryClient, clock: Clock) -> None:
+        self._settings = settings
+        self._client = registry_client
+        self._clock = clock
+        self._policy = HygienePolicy(
+            mutable_tags=settings.checks.mutable_tags, disabled=frozenset(settings.checks.disabled)
+        )
+
+    async def __call__(self, source: str, event: ImagePushed | ImageDeleted) -> Apply:
+        if isinstance(event, ImagePushed):
+            return await self._pushed(event)
+        return partial(self._deleted, event)
+
+    async def _pushed(self, event: ImagePushed) -> Apply:
+        registry = self._settings.registry(event.registry)
+        if registry is None:
+            raise PermanentError(f"registry {event.registry!r} is no longer configured")
+        try:
+            facts = await self._client.image_facts(
+                registry, event.repository, event.digest, event.tag
+            )
+        except PermanentRegistryError as exc:
+            raise PermanentError(str(exc)) from exc
+        findings = run_hygiene(facts, self._policy)
+        route = route_repository(
+            self._settings.teams, event.repository, self._settings.slack.fallback_channel
+        )
+        message = render.push_message(
+            render.PushReport(
+                registry=registry.name,
+                registry_host=registry.host,
+                repository=event.repository,
+                tag=event.tag,
+                digest=event.digest,
+                actor=event.actor,
+                platforms=tuple(p.platform for p in facts.platforms),
+                findings=tuple(findings),
+            )
+        )
+        return partial(self._record_push, event, facts, findings, route.channel, message)
+
+    async def _record_push(
+        self,
+        event: ImagePushed,
+        facts: ImageFacts,
+        findings: list[Finding],
+        channel: str,
+        message: render.Message,
+        session: AsyncSession,
+    ) -> None:
+        now = self._clock.now()
+        image_id = await images.record_push(
+            session,
+            registry=event.registry,
+            repository=event.repository,
+            digest=event.digest,
+            media_type=facts.media_type,
+            tag=event.tag,
+            actor=event.actor,
+            now=now,
+        )
+        await images.record_findings(session, image_id, findings, now)
+        # One message per image and tag: a redelivered or repeated push of the same tag and
+        # digest is not announced twice.
+        key = f"push:{event.registry}/{event.repository}@{event.digest}#{event.tag or ''}"
+        await outbox.enqueue(
+            session,
+            key=key,
+            channel=channel,
+            text=message.text,
+            blocks=message.blocks,
+            image_id=image_id,
+            now=now,
+        )
+
+    async def _deleted(self, event: ImageDeleted, session: AsyncSession) -> None:
+        await images.mark_deleted(
+            session,
+            registry=event.registry,
+            repository=event.repository,
+            digest=event.digest,
+            now=self._clock.now(),
+        )

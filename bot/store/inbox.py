@@ -1,0 +1,194 @@
+"""Inbox queries: insert with dedup, claim with a lease, finish, retry or park."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.models import InboxEvent
+from bot.store._upsert import insert
+
+PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    source: str
+    dedup_key: str
+    event_type: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    source: str
+    event_type: str
+    payload: str
+    attempts: int
+    lease_token: str
+
+
+class LeaseLost(Exception):
+    """Another worker took the event over (our lease ran out); our work must be rolled back."""
+
+
+async def add(session: AsyncSession, events: Sequence[NewEvent], now: datetime) -> set[tuple[str, str]]:
+    """Insert events, skipping those already stored; return the (source, key) pairs inserted."""
+    if not events:
+        return set()
+    rows: list[dict[str, Any]] = [
+        {
+            "source": e.source,
+            "dedup_key": e.dedup_key,
+            "event_type": e.event_type,
+            "payload": e.payload,
+            "received_at": now,
+            "available_at": now,
+            "status": PENDING,
+            "attempts": 0,
+        }
+        for e in events
+    ]
+    stmt = (
+        insert(session, InboxEvent)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["source", "dedup_key"])
+        .returning(InboxEvent.source, InboxEvent.dedup_key)
+    )
+    result = await session.execute(stmt)
+    return {(s, k) for s, k in result.all()}
+
+
+async def claim(
+    session: AsyncSession, now: datetime, lease: timedelta, limit: int = 1
+) -> list[Claimed]:
+    """Take up to `limit` due events (or ones whose lease ran out), oldest first."""
+    token = secrets.token_hex(8)
+    due = (
+        select(InboxEvent.id)
+        .where(
+            or_(
+                (InboxEvent.status == PENDING) & (InboxEvent.available_at <= now),
+                (InboxEvent.status == PROCESSING) & (InboxEvent.lease_until < now),
+            )
+        )
+        .order_by(InboxEvent.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    stmt = (
+        update(InboxEvent)
+        .where(InboxEvent.id.in_(due))
+        .values(
+            status=PROCESSING,
+            lease_token=token,
+            lease_until=now + lease,
+            attempts=InboxEvent.attempts + 1,
+        )
+        .returning(
+            InboxEvent.id,
+            InboxEvent.source,
+            InboxEvent.event_type,
+            InboxEvent.payload,
+            InboxEvent.attempts,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = (await session.execute(stmt)).all()
+    return sorted(
+        (Claimed(r.id, r.source, r.event_type, r.payload, r.attempts, token) for r in rows),
+        key=lambda c: c.id,
+    )
+
+
+async def finish(session: AsyncSession, claimed: Claimed, now: datetime) -> None:
+    """Mark done, in the same transaction as the event's effects; fails if the lease was lost."""
+    result = await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.id == claimed.id, InboxEvent.lease_token == claimed.lease_token)
+        .values(status=DONE, processed_at=now, lease_token=None, lease_until=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(f"inbox event {claimed.id}")
+
+
+async def retry_later(
+    session: AsyncSession, claimed: Claimed, error: str, available_at: datetime
+) -> None:
+    await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.id == claimed.id, InboxEvent.lease_token == claimed.lease_token)
+        .values(
+            status=PENDING,
+            available_at=available_at,
+            lease_token=None,
+            lease_until=None,
+            last_error=error[:4000],
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def park(session: AsyncSession, claimed: Claimed, error: str, now: datetime) -> None:
+    await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.id == claimed.id, InboxEvent.lease_token == claimed.lease_token)
+        .values(
+            status=FAILED,
+            processed_at=now,
+            lease_token=None,
+            lease_until=None,
+            last_error=error[:4000],
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def release_all_leases(session: AsyncSession) -> int:
+    """Single-instance start-up: whatever a dead process had claimed is due again now."""
+    result = await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.status == PROCESSING)
+        .values(status=PENDING, lease_token=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(InboxEvent.status, func.count()).group_by(InboxEvent.status)
+    )
+    return {status: n for status, n in rows.all()}
+
+
+async def failed(session: AsyncSession, limit: int = 100) -> list[InboxEvent]:
+    rows = await session.execute(
+        select(InboxEvent)
+        .where(InboxEvent.status == FAILED)
+        .order_by(InboxEvent.id.desc())
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def requeue_failed(session: AsyncSession, now: datetime, ids: Sequence[int] = ()) -> int:
+    """Give parked events another round (operators do this after fixing the cause)."""
+    stmt = update(InboxEvent).where(InboxEvent.status == FAILED)
+    if ids:
+        stmt = stmt.where(InboxEvent.id.in_(ids))
+    result = await session.execute(
+        stmt.values(status=PENDING, attempts=0, available_at=now).execution_options(
+            synchronize_session=False
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

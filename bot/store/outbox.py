@@ -1,0 +1,134 @@
+"""The Slack outbox: messages owed to Slack, each with a key so it is posted at most once."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.models import SlackMessage
+from bot.store._upsert import insert
+
+PENDING, SENDING, UNSURE, POSTED, FAILED = "pending", "sending", "unsure", "posted", "failed"
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    key: str,
+    channel: str,
+    text: str,
+    blocks: list[dict[str, Any]],
+    now: datetime,
+    image_id: int | None = None,
+    thread_ts: str | None = None,
+) -> bool:
+    """Owe Slack a message; False when one with this key is already owed or posted."""
+    stmt = (
+        insert(session, SlackMessage)
+        .values(
+            key=key,
+            channel=channel,
+            thread_ts=thread_ts,
+            text=text,
+            blocks=json.dumps(blocks, separators=(",", ":")),
+            image_id=image_id,
+            status=PENDING,
+            attempts=0,
+            available_at=now,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(SlackMessage.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def due(session: AsyncSession, now: datetime, stale: timedelta, limit: int = 200) -> list[SlackMessage]:
+    """Undelivered messages in id order (available or not: a waiting one holds its channel)."""
+    rows = await session.execute(
+        select(SlackMessage)
+        .where(
+            or_(
+                SlackMessage.status.in_((PENDING, UNSURE)),
+                (SlackMessage.status == SENDING) & (SlackMessage.sending_since < now - stale),
+            )
+        )
+        .order_by(SlackMessage.id)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def start_sending(session: AsyncSession, msg: SlackMessage, now: datetime) -> bool:
+    """Take the message for this process; False if another replica took it first."""
+    result = await session.execute(
+        update(SlackMessage)
+        .where(SlackMessage.id == msg.id, SlackMessage.status == msg.status)
+        .where(
+            or_(SlackMessage.sending_since.is_(None), SlackMessage.sending_since == msg.sending_since)
+        )
+        .values(status=SENDING, sending_since=now, attempts=SlackMessage.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def posted(
+    session: AsyncSession, msg_id: int, channel_id: str, ts: str, now: datetime
+) -> None:
+    await session.execute(
+        update(SlackMessage)
+        .where(SlackMessage.id == msg_id)
+        .values(status=POSTED, channel_id=channel_id, ts=ts, posted_at=now, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def retry_later(session: AsyncSession, msg_id: int, error: str, at: datetime) -> None:
+    await session.execute(
+        update(SlackMessage)
+        .where(SlackMessage.id == msg_id)
+        .values(status=PENDING, available_at=at, sending_since=None, last_error=error[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def failed(session: AsyncSession, msg_id: int, error: str) -> None:
+    await session.execute(
+        update(SlackMessage)
+        .where(SlackMessage.id == msg_id)
+        .values(status=FAILED, sending_since=None, last_error=error[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def mark_unsure(session: AsyncSession) -> int:
+    """Single-instance start-up: a post in flight when the process died may or may not be in Slack."""
+    result = await session.execute(
+        update(SlackMessage)
+        .where(SlackMessage.status == SENDING)
+        .values(status=UNSURE, sending_since=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def known_channel_id(session: AsyncSession, channel: str) -> str | None:
+    """The id Slack gave for a channel we addressed by name in an earlier post."""
+    row = await session.execute(
+        select(SlackMessage.channel_id)
+        .where(SlackMessage.channel == channel, SlackMessage.channel_id.is_not(None))
+        .limit(1)
+    )
+    return row.scalar_one_or_none()
+
+
+async def pending_count(session: AsyncSession) -> int:
+    row = await session.execute(
+        select(func.count()).where(SlackMessage.status.in_((PENDING, SENDING, UNSURE)))
+    )
+    return int(row.scalar_one())

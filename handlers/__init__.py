@@ -1,0 +1,11 @@
+"""The edges: everything that turns outside input into calls on the core.
+
+This is the only module that names the concrete handler modules.
+"""
+
+from collections.abc import Sequence
+
+from bot.ports import Edge
+from handlers import http, registry, slack
+
+EDGES: Sequence[Edge] = (http, registry, slack)

@@ -1,0 +1,225 @@
+"""The `crowsnest` console script: operator input → core calls. Logging is configured here only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bot.app import build, web_app
+from bot.checks.hygiene import HygienePolicy, run_hygiene
+from bot.config import ConfigError, Settings, load_settings
+from bot.db import Database, migrate
+from bot.findings import Severity, worst_first
+from bot.images import ImageRef
+from bot.registry_client import RegistryClient, RegistryError
+from bot.store import inbox
+
+log = logging.getLogger("crowsnest")
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: what log collectors parse without a pattern."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiohttp.access", "sqlalchemy.engine", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _config_path(arg: str | None) -> Path | None:
+    value = arg or os.environ.get("CROWSNEST_CONFIG")
+    return Path(value) if value else None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(_config_path(args.config))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import handlers
+
+    settings = _settings(args)
+    runtime = build(settings, handlers.EDGES)
+    log.info(
+        "serving on %s:%d (database %s, slack %s)",
+        settings.server.host,
+        settings.server.port,
+        settings.database.url.split("://", 1)[0],
+        settings.slack.effective_mode.value,
+    )
+    web.run_app(
+        web_app(runtime),
+        host=settings.server.host,
+        port=settings.server.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5,
+    )
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    migrate(settings.database.url)
+    print("database is at the latest revision")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line)
+        return EXIT_ERROR
+    print(
+        f"{path or 'defaults'}: ok ({len(settings.registries)} registries, "
+        f"{len(settings.teams)} teams, slack {settings.slack.effective_mode.value})"
+    )
+    return EXIT_OK
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    return asyncio.run(_events(settings, args))
+
+
+async def _events(settings: Settings, args: argparse.Namespace) -> int:
+    db = Database(settings.database)
+    try:
+        if args.requeue is not None:
+            async with db.transaction() as s:
+                n = await inbox.requeue_failed(s, datetime.now(UTC), args.requeue)
+            print(f"requeued {n} failed events")
+            return EXIT_OK
+        async with db.transaction() as s:
+            if args.failed:
+                for row in await inbox.failed(s, args.limit):
+                    print(
+                        f"{row.id}\t{row.source}\t{row.event_type}\t{row.dedup_key}\t"
+                        f"attempts={row.attempts}\t{row.last_error}"
+                    )
+            else:
+                for status, n in sorted((await inbox.counts(s)).items()):
+                    print(f"{status}\t{n}")
+    finally:
+        await db.dispose()
+    return EXIT_OK
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        ref = ImageRef.parse(args.image)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    registry = next((r for r in settings.registries if r.host == ref.host), None)
+    if registry is None:
+        print(f"error: no configured registry serves {ref.host}", file=sys.stderr)
+        return EXIT_ERROR
+    return asyncio.run(_scan(settings, registry, ref, args))
+
+
+async def _scan(settings: Settings, registry: Any, ref: ImageRef, args: argparse.Namespace) -> int:
+    client = RegistryClient()
+    await client.open()
+    try:
+        facts = await client.image_facts(registry, ref.repository, ref.reference, ref.tag)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        await client.close()
+    policy = HygienePolicy(settings.checks.mutable_tags, frozenset(settings.checks.disabled))
+    findings = worst_first(run_hygiene(facts, policy))
+    if args.format == "json":
+        out = {
+            "image": args.image,
+            "digest": facts.digest,
+            "platforms": [p.platform for p in facts.platforms],
+            "findings": [
+                {"id": f.check_id, "severity": f.severity.value, "title": f.title,
+                 "detail": f.detail, "remediation": f.remediation}
+                for f in findings
+            ],
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{args.image} {facts.digest} ({', '.join(p.platform for p in facts.platforms)})")
+        for f in findings:
+            print(f"  {f.severity.value.upper():8} {f.check_id:20} {f.title}")
+        if not findings:
+            print("  no findings")
+    fail_at = Severity(args.fail_on)
+    return EXIT_FINDINGS if any(f.severity.rank >= fail_at.rank for f in findings) else EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="crowsnest", description="Crow's Nest security bot")
+    p.add_argument("--log-level", default=os.environ.get("CROWSNEST_LOG_LEVEL", "info"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("--config", help="config file (default $CROWSNEST_CONFIG, ./crowsnest.toml)")
+        return sp
+
+    add("serve", "web server, workers and Slack delivery").set_defaults(func=cmd_serve)
+    add("migrate", "apply database migrations").set_defaults(func=cmd_migrate)
+    add("check-config", "validate the configuration").set_defaults(func=cmd_check_config)
+    ev = add("events", "inbox counts, or the failed events")
+    ev.add_argument("--failed", action="store_true", help="list events parked as failed")
+    ev.add_argument("--requeue", type=int, nargs="*", metavar="ID", help="retry failed events")
+    ev.add_argument("--limit", type=int, default=100)
+    ev.set_defaults(func=cmd_events)
+    sc = add("scan", "check an image in a configured registry now")
+    sc.add_argument("image", help="host[:port]/repository:tag or …@sha256:…")
+    sc.add_argument("--format", choices=("text", "json"), default="text")
+    sc.add_argument("--fail-on", choices=[s.value for s in Severity], default="high")
+    sc.set_defaults(func=cmd_scan)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""POST /hooks/registry/{name}: size and type → registry lookup → verify → parse → store → 202."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bot.app import Core
+from bot.config import Registry, RegistryKind
+from bot.intake import IntakeUnavailable
+from bot.web import json_error
+from handlers.registry import distribution
+from handlers.registry.errors import MalformedPayload, Unauthorized
+from handlers.registry.parsed import Parsed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Provider:
+    verify: Callable[[Mapping[str, str], Mapping[str, str], bytes, Registry], None]
+    parse: Callable[[Mapping[str, str], bytes, str], Parsed]
+    content_types: frozenset[str]
+
+
+_JSON = frozenset({"application/json"})
+PROVIDERS: dict[RegistryKind, Provider] = {
+    RegistryKind.DISTRIBUTION: Provider(
+        distribution.verify,
+        distribution.parse,
+        _JSON | {"application/vnd.docker.distribution.events.v1+json"},
+    ),
+}
+PROVIDERS[RegistryKind.GITLAB] = PROVIDERS[RegistryKind.DISTRIBUTION]
+
+
+def mount(app: web.Application, core: Core) -> None:
+    async def receive(request: web.Request) -> web.Response:
+        return await _receive(request, core)
+
+    app.router.add_post("/hooks/registry/{name}", receive)
+
+
+async def _receive(request: web.Request, core: Core) -> web.Response:
+    name = request.match_info["name"]
+    registry = core.settings.registry(name)
+    if registry is None:
+        return _refuse(core, name, 404, f"no registry named {name!r} is configured")
+    provider = PROVIDERS.get(registry.kind)
+    if provider is None:
+        return _refuse(core, name, 404, f"registry kind {registry.kind} has no webhook intake")
+    if request.content_type not in provider.content_types and request.content_type != "":
+        return _refuse(core, name, 415, f"unsupported content type {request.content_type!r}")
+    body = await request.read()
+    try:
+        provider.verify(request.headers, request.query, body, registry)
+    except Unauthorized as exc:
+        return _refuse(core, name, 401, str(exc))
+    try:
+        parsed = provider.parse(request.headers, body, registry.name)
+    except MalformedPayload as exc:
+        return _refuse(core, name, 400, f"malformed {registry.kind} payload: {exc}")
+    core.metrics.events_ignored.labels(name).inc(parsed.ignored)
+    try:
+        accepted = await core.intake.accept(name, parsed.events)
+    except IntakeUnavailable as exc:
+        log.warning("intake from %s refused with 503: %s", name, exc)
+        return _refuse(core, name, 503, "cannot store events right now; retry later")
+    return web.json_response(
+        {"accepted": accepted.stored, "duplicates": accepted.duplicates, "ignored": parsed.ignored},
+        status=202,
+    )
+
+
+def _refuse(core: Core, source: str, status: int, message: str) -> web.Response:
+    core.metrics.events_rejected.labels(source, str(status)).inc()
+    if status != 404:
+        log.info("refused %s request from registry %s: %s", status, source, message)
+    return json_error(status, message)

@@ -77,7 +77,9 @@ def build(
     registry_client = RegistryClient()
     slack_client, bolt = _slack(settings)
     poster: Poster = (
-        WebApiPoster(slack_client, metrics) if slack_client is not None else DryRunPoster(dry_run_out)
+        WebApiPoster(slack_client, metrics)
+        if slack_client is not None
+        else DryRunPoster(dry_run_out)
     )
     core = Core(
         settings=settings,
@@ -125,9 +127,8 @@ def _slack(settings: Settings) -> tuple[AsyncWebClient | None, AsyncApp | None]:
 
 
 def web_app(rt: Runtime) -> web.Application:
-    app = web.Application(
-        client_max_size=rt.core.settings.server.max_body_bytes, middlewares=[json_errors]
-    )
+    max_body = rt.core.settings.server.max_body_bytes
+    app = web.Application(client_max_size=max_body, middlewares=[json_errors(max_body)])
     app[RUNTIME] = rt
     app.cleanup_ctx.extend([_database_ctx, _registry_ctx, _tasks_ctx, _socket_mode_ctx])
     for edge in rt.edges:
@@ -143,7 +144,18 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = core.settings.database
     if settings.should_migrate_on_start:
         await migrate_async(settings.url)
-    if settings.is_sqlite:
+    try:
+        revision = await core.db.current_revision()
+    except Exception as exc:
+        revision = None
+        log.warning("database not reachable or not migrated yet: %s", type(exc).__name__)
+    if revision != core.head_revision:
+        log.warning(
+            "database at revision %s, code at %s: run `crowsnest migrate`",
+            revision,
+            core.head_revision,
+        )
+    elif settings.is_sqlite:
         # SQLite means one process: anything it had in flight died with the previous run.
         async with core.db.transaction() as session:
             released = await inbox.release_all_leases(session)
@@ -188,6 +200,6 @@ async def _socket_mode_ctx(app: web.Application) -> AsyncIterator[None]:
 
     assert core.settings.slack.app_token is not None
     handler = AsyncSocketModeHandler(core.bolt, core.settings.slack.app_token.get_secret_value())
-    await handler.connect_async()
+    await handler.connect_async()  # type: ignore[no-untyped-call]
     yield
-    await handler.close_async()
+    await handler.close_async()  # type: ignore[no-untyped-call]

@@ -188,7 +188,7 @@ class Team(Section):
     @field_validator("approvers")
     @classmethod
     def _slack_ids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [i for i in ids if not i[:1] in ("U", "W", "S")]
+        bad = [i for i in ids if i[:1] not in ("U", "W", "S")]
         if bad:
             raise ValueError(f"not Slack user (U…/W…) or user-group (S…) ids: {', '.join(bad)}")
         return ids
@@ -294,5 +294,3 @@ def load_settings(path: Path | None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
-
-

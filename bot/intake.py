@@ -50,9 +50,7 @@ class Intake:
         #: Set after each commit so idle workers start at once instead of at their next poll.
         self.new_work = asyncio.Event()
 
-    async def accept(
-        self, source: str, events: Sequence[ImagePushed | ImageDeleted]
-    ) -> Accepted:
+    async def accept(self, source: str, events: Sequence[ImagePushed | ImageDeleted]) -> Accepted:
         """Store events durably (dedup by source and delivery id); raise IntakeUnavailable."""
         rows = [inbox.NewEvent(source, e.delivery_id, e.type, dump_event(e)) for e in events]
         if not rows:
@@ -100,7 +98,7 @@ class Intake:
     async def drain(self) -> None:
         """At shutdown: answer whatever is still queued (commit it) before the writer stops."""
         while not self._queue.empty():
-            batch = []
+            batch: list[_Pending] = []
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
             with contextlib.suppress(Exception):

@@ -13,7 +13,10 @@ class Metrics:
             "crowsnest_events_received", "Events accepted into the inbox", ["source"], registry=r
         )
         self.events_duplicate = Counter(
-            "crowsnest_events_duplicate", "Redeliveries already in the inbox", ["source"], registry=r
+            "crowsnest_events_duplicate",
+            "Redeliveries already in the inbox",
+            ["source"],
+            registry=r,
         )
         self.events_ignored = Counter(
             "crowsnest_events_ignored",
@@ -22,20 +25,27 @@ class Metrics:
             registry=r,
         )
         self.events_rejected = Counter(
-            "crowsnest_events_rejected", "Requests refused at intake", ["source", "status"], registry=r
+            "crowsnest_events_rejected",
+            "Requests refused at intake",
+            ["source", "status"],
+            registry=r,
         )
         self.events_processed = Counter(
             "crowsnest_events_processed", "Events processed", ["source"], registry=r
         )
         self.events_retried = Counter(
-            "crowsnest_events_retried", "Processing attempts that will be retried", ["source"],
+            "crowsnest_events_retried",
+            "Processing attempts that will be retried",
+            ["source"],
             registry=r,
         )
         self.events_failed = Counter(
             "crowsnest_events_failed", "Events parked as failed", ["source"], registry=r
         )
         self.processing_seconds = Histogram(
-            "crowsnest_event_processing_seconds", "Time to process one event", ["source"],
+            "crowsnest_event_processing_seconds",
+            "Time to process one event",
+            ["source"],
             registry=r,
         )
         self.inbox_events = Gauge(

@@ -75,10 +75,10 @@ class Image(Base):
     """One manifest (or index) digest in one repository of one registry."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("registry", "repository", "digest", name="uq_image"),)
+    __table_args__ = (UniqueConstraint("registry_name", "repository", "digest", name="uq_image"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    registry: Mapped[str] = mapped_column(String(64))
+    registry_name: Mapped[str] = mapped_column(String(64))
     repository: Mapped[str] = mapped_column(String(255))
     digest: Mapped[str] = mapped_column(String(80))
     media_type: Mapped[str | None] = mapped_column(String(128))

@@ -154,7 +154,9 @@ class RegistryClient:
         body, headers = await self._get(registry, repository, path, {"Accept": ACCEPT})
         actual = "sha256:" + hashlib.sha256(body).hexdigest()
         if reference.startswith("sha256:") and actual != reference:
-            raise PermanentRegistryError(f"manifest digest mismatch: asked {reference}, got {actual}")
+            raise PermanentRegistryError(
+                f"manifest digest mismatch: asked {reference}, got {actual}"
+            )
         media_type = headers.get("Content-Type", "").split(";")[0].strip()
         if not media_type or media_type == "application/json":
             media_type = str(_json(body, "manifest").get("mediaType", ""))
@@ -239,7 +241,9 @@ class RegistryClient:
                 timeout=aiohttp.ClientTimeout(total=registry.timeout),
             ) as resp:
                 if resp.status != 200:
-                    raise PermanentRegistryError(f"{registry.name}: token service answered {resp.status}")
+                    raise PermanentRegistryError(
+                        f"{registry.name}: token service answered {resp.status}"
+                    )
                 doc = _json(await _read_capped(resp, 256 * 1024), "token response")
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise RegistryError(f"{registry.name}: token service: {type(exc).__name__}") from None
@@ -264,7 +268,8 @@ def _check_host(registry: Registry, url: str) -> None:
     allowed = {base.netloc, *registry.trusted_hosts}
     if parts.scheme not in ("http", "https") or parts.netloc not in allowed:
         raise PermanentRegistryError(
-            f"{registry.name}: refusing to contact {parts.netloc or url!r}: not this registry's host"
+            f"{registry.name}: refusing to contact {parts.netloc or url!r}: "
+            "not this registry's host"
         )
     if parts.scheme == "http" and base.scheme == "https":
         raise PermanentRegistryError(f"{registry.name}: refusing a downgrade to plain http")

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 log = logging.getLogger(__name__)
 
@@ -16,14 +16,22 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def json_errors(max_body_bytes: int) -> Middleware:
     """Every error answer is `{"error": "…"}`, and an unexpected exception never leaks a trace."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _answer(request, handler, max_body_bytes)
+
+    return middleware
+
+
+async def _answer(request: web.Request, handler: Handler, max_body: int) -> web.StreamResponse:
     started = time.perf_counter()
     try:
         response = await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        response = json_error(413, f"body larger than {exc.max_size} bytes")
+    except web.HTTPRequestEntityTooLarge:
+        response = json_error(413, f"body larger than the limit of {max_body} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -7,6 +7,7 @@ token, so a crash before commit means the event runs again and a crash after mea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -75,10 +76,8 @@ class Workers:
                 await asyncio.sleep(self._settings.poll_interval)
             if not worked:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
-                except TimeoutError:
-                    pass
 
     async def run_once(self) -> bool:
         """Claim and process one event; False when none was due."""
@@ -100,7 +99,9 @@ class Workers:
                 await apply(session)
                 await inbox.finish(session, claimed, self._clock.now())
         except inbox.LeaseLost:
-            log.warning("inbox event %d: lease lost to another worker; dropping our result", claimed.id)
+            log.warning(
+                "inbox event %d: lease lost to another worker; dropping our result", claimed.id
+            )
             return
         except Exception as exc:
             await self._failed(claimed, exc)
@@ -121,7 +122,9 @@ class Workers:
                 self._metrics.events_failed.labels(claimed.source).inc()
                 log.error(
                     "inbox event %d parked as failed after %d attempts: %s",
-                    claimed.id, claimed.attempts, error,
+                    claimed.id,
+                    claimed.attempts,
+                    error,
                 )
             else:
                 delay = min(
@@ -132,5 +135,8 @@ class Workers:
                 self._metrics.events_retried.labels(claimed.source).inc()
                 log.warning(
                     "inbox event %d attempt %d failed, retrying in %.1fs: %s",
-                    claimed.id, claimed.attempts, delay, error,
+                    claimed.id,
+                    claimed.attempts,
+                    delay,
+                    error,
                 )

@@ -168,8 +168,13 @@ async def _scan(settings: Settings, registry: Any, ref: ImageRef, args: argparse
             "digest": facts.digest,
             "platforms": [p.platform for p in facts.platforms],
             "findings": [
-                {"id": f.check_id, "severity": f.severity.value, "title": f.title,
-                 "detail": f.detail, "remediation": f.remediation}
+                {
+                    "id": f.check_id,
+                    "severity": f.severity.value,
+                    "title": f.title,
+                    "detail": f.detail,
+                    "remediation": f.remediation,
+                }
                 for f in findings
             ],
         }
@@ -191,7 +196,9 @@ def parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
-        sp.add_argument("--config", help="config file (default $CROWSNEST_CONFIG, ./crowsnest.toml)")
+        sp.add_argument(
+            "--config", help="config file (default $CROWSNEST_CONFIG, ./crowsnest.toml)"
+        )
         return sp
 
     add("serve", "web server, workers and Slack delivery").set_defaults(func=cmd_serve)

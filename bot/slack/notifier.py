@@ -8,6 +8,7 @@ the bot looks for it in the channel's history by the metadata key it was posted 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -141,7 +142,12 @@ class DryRunPoster:
 
     async def post(self, msg: SlackMessage) -> Posted:
         self._n += 1
-        record = {"dry_run": True, "channel": msg.channel, "text": msg.text, "blocks": json.loads(msg.blocks)}
+        record = {
+            "dry_run": True,
+            "channel": msg.channel,
+            "text": msg.text,
+            "blocks": json.loads(msg.blocks),
+        }
         self._out.write(json.dumps(record) + "\n")
         self._out.flush()
         return Posted(msg.channel, f"dry-run.{msg.id:06d}")
@@ -181,10 +187,8 @@ class Delivery:
                 busy = False
             if not busy:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), poll_interval)
-                except TimeoutError:
-                    pass
 
     async def run_once(self) -> bool:
         """Deliver what is due; True when something was attempted."""
@@ -241,7 +245,9 @@ class Delivery:
         log.warning("slack message %s not delivered (%s); retrying in %.1fs", msg.key, exc, delay)
 
     async def _pace(self, channel: str) -> None:
-        wait = self._last_post.get(channel, 0.0) + self._settings.channel_interval - time.monotonic()
+        wait = (
+            self._last_post.get(channel, 0.0) + self._settings.channel_interval - time.monotonic()
+        )
         if wait > 0:
             await self._sleep(wait)
         self._last_post[channel] = time.monotonic()

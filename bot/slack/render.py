@@ -81,9 +81,7 @@ def push_message(report: PushReport) -> Message:
         blocks.append(
             ContextBlock(elements=[MarkdownTextObject(text=f"…and {hidden} more findings.")])
         )
-    blocks.append(
-        ContextBlock(elements=[MarkdownTextObject(text=f"Digest {code(report.digest)}")])
-    )
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Digest {code(report.digest)}")]))
     assert len(blocks) <= MAX_BLOCKS
     return Message(text=_fallback(report, findings), blocks=[b.to_dict() for b in blocks])
 

@@ -26,7 +26,7 @@ async def record_push(
 ) -> int:
     """Insert or refresh the image row; return its id."""
     stmt = insert(session, Image).values(
-        registry=registry,
+        registry_name=registry,
         repository=repository,
         digest=digest,
         media_type=media_type,
@@ -37,7 +37,7 @@ async def record_push(
         checked_at=now,
     )
     stmt = stmt.on_conflict_do_update(
-        index_elements=["registry", "repository", "digest"],
+        index_elements=["registry_name", "repository", "digest"],
         set_={
             "last_tag": stmt.excluded.last_tag,
             "pushed_by": stmt.excluded.pushed_by,
@@ -84,20 +84,22 @@ async def mark_deleted(
         return 0
     result = await session.execute(
         update(Image)
-        .where(Image.registry == registry, Image.repository == repository, Image.digest == digest)
+        .where(
+            Image.registry_name == registry, Image.repository == repository, Image.digest == digest
+        )
         .values(deleted_at=now)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def get(
-    session: AsyncSession, registry: str, repository: str, digest: str
-) -> Image | None:
+async def get(session: AsyncSession, registry: str, repository: str, digest: str) -> Image | None:
     return (
         await session.execute(
             select(Image).where(
-                Image.registry == registry, Image.repository == repository, Image.digest == digest
+                Image.registry_name == registry,
+                Image.repository == repository,
+                Image.digest == digest,
             )
         )
     ).scalar_one_or_none()

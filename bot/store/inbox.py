@@ -39,7 +39,9 @@ class LeaseLost(Exception):
     """Another worker took the event over (our lease ran out); our work must be rolled back."""
 
 
-async def add(session: AsyncSession, events: Sequence[NewEvent], now: datetime) -> set[tuple[str, str]]:
+async def add(
+    session: AsyncSession, events: Sequence[NewEvent], now: datetime
+) -> set[tuple[str, str]]:
     """Insert events, skipping those already stored; return the (source, key) pairs inserted."""
     if not events:
         return set()

@@ -47,7 +47,9 @@ async def enqueue(
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
-async def due(session: AsyncSession, now: datetime, stale: timedelta, limit: int = 200) -> list[SlackMessage]:
+async def due(
+    session: AsyncSession, now: datetime, stale: timedelta, limit: int = 200
+) -> list[SlackMessage]:
     """Undelivered messages in id order (available or not: a waiting one holds its channel)."""
     rows = await session.execute(
         select(SlackMessage)
@@ -69,7 +71,10 @@ async def start_sending(session: AsyncSession, msg: SlackMessage, now: datetime)
         update(SlackMessage)
         .where(SlackMessage.id == msg.id, SlackMessage.status == msg.status)
         .where(
-            or_(SlackMessage.sending_since.is_(None), SlackMessage.sending_since == msg.sending_since)
+            or_(
+                SlackMessage.sending_since.is_(None),
+                SlackMessage.sending_since == msg.sending_since,
+            )
         )
         .values(status=SENDING, sending_since=now, attempts=SlackMessage.attempts + 1)
         .execution_options(synchronize_session=False)
@@ -107,7 +112,7 @@ async def failed(session: AsyncSession, msg_id: int, error: str) -> None:
 
 
 async def mark_unsure(session: AsyncSession) -> int:
-    """Single-instance start-up: a post in flight when the process died may or may not be in Slack."""
+    """Single-instance start-up: a post in flight when the process died may be in Slack or not."""
     result = await session.execute(
         update(SlackMessage)
         .where(SlackMessage.status == SENDING)

@@ -18,7 +18,7 @@ def upgrade() -> None:
 
     op.create_table('images',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
-    sa.Column('registry', sa.String(length=64), nullable=False),
+    sa.Column('registry_name', sa.String(length=64), nullable=False),
     sa.Column('repository', sa.String(length=255), nullable=False),
     sa.Column('digest', sa.String(length=80), nullable=False),
     sa.Column('media_type', sa.String(length=128), nullable=True),
@@ -29,7 +29,7 @@ def upgrade() -> None:
     sa.Column('checked_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('registry', 'repository', 'digest', name='uq_image')
+    sa.UniqueConstraint('registry_name', 'repository', 'digest', name='uq_image')
     )
     op.create_table('inbox_events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),

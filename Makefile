@@ -1,0 +1,55 @@
+# Crow's Nest. `make run` serves locally; `make test` runs everything CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test lint unit bench system-deps migrate check-config clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+## The real services the tests use: Debian's docker-registry, skopeo, PostgreSQL, wrk.
+system-deps:
+	@missing=""; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install$$missing" >&2; exit 1; fi; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+migrate: $(VENV)/.installed
+	$(BIN)/crowsnest migrate
+
+run: $(VENV)/.installed migrate
+	$(BIN)/crowsnest serve
+
+check-config: $(VENV)/.installed
+	$(BIN)/crowsnest check-config
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check bot handlers tests bench migrations/env.py
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: system-deps $(VENV)/.installed-test lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: system-deps $(VENV)/.installed-test
+	$(BIN)/python bench/intake.py
+
+clean:
+	rm -rf $(VENV) crowsnest.db crowsnest.db-wal crowsnest.db-shm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def slack() -> AsyncIterator[SlackStandIn]:
-    standin = SlackStandIn(bot_token=BOT_TOKEN)
+    standin = SlackStandIn(bot_token=BOT_TOKEN, epoch=time.time())
     await standin.start()
     yield standin
     await standin.stop()

@@ -1,0 +1,166 @@
+"""`kill -9` in the middle of a burst: every event that got a 202 is processed exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET
+from tests.support.oci import ImageSpec, write_layout
+from tests.support.services import free_port, skopeo_push, start_registry
+from tests.support.slack_standin import SlackStandIn
+
+pytestmark = pytest.mark.services
+
+EVENTS = 500
+KILL_AFTER = 200
+
+
+def _config(path: Path, port: int, db: Path, registry_url: str, slack_url: str) -> None:
+    path.write_text(
+        f"""
+[server]
+port = {port}
+[database]
+url = "sqlite+aiosqlite:///{db}"
+[slack]
+api_url = "{slack_url}"
+bot_token = "{BOT_TOKEN}"
+signing_secret = "{SIGNING_SECRET}"
+fallback_channel = "#fallback"
+channel_interval = 0
+retry_backoff = 0.1
+[worker]
+concurrency = 4
+poll_interval = 0.1
+[[registries]]
+name = "local"
+kind = "distribution"
+url = "{registry_url}"
+webhook_secret = "{WEBHOOK_SECRET}"
+"""
+    )
+
+
+def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "serve", "--config", str(config)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "CROWSNEST_LOG_LEVEL": "warning"},
+    )
+
+
+async def _wait_healthy(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("bot did not become ready")
+
+
+def _event(tag: str, digest: str) -> bytes:
+    return json.dumps(
+        {"events": [{
+            "id": str(uuid.uuid4()),
+            "timestamp": "2026-12-01T19:50:44.167833934Z",
+            "action": "push",
+            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": digest, "repository": "team-a/app", "tag": tag},
+            "actor": {},
+        }]}
+    ).encode()
+
+
+async def test_kill_9_mid_burst_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
+    registry = start_registry(tmp_path / "registry", None)
+    slack = SlackStandIn(bot_token=BOT_TOKEN, epoch=time.time())
+    await slack.start()
+    digest = write_layout(tmp_path / "layout", {"1": ImageSpec()})["1"]
+    skopeo_push(tmp_path / "layout", "1", f"{registry.host}/team-a/app:1")
+    port, db = free_port(), tmp_path / "bot.db"
+    config, log = tmp_path / "crowsnest.toml", tmp_path / "serve.log"
+    _config(config, port, db, registry.url, slack.api_url)
+    proc = _serve(config, log)
+    try:
+        await _wait_healthy(port)
+        acked: set[str] = set()
+        sem = asyncio.Semaphore(16)
+        killed = asyncio.Event()
+
+        async def send(http: aiohttp.ClientSession, tag: str) -> None:
+            async with sem:
+                if killed.is_set():
+                    return
+                try:
+                    async with http.post(
+                        f"http://127.0.0.1:{port}/hooks/registry/local",
+                        data=_event(tag, digest),
+                        headers={"Authorization": f"Bearer {WEBHOOK_SECRET}",
+                                 "Content-Type": "application/json"},
+                    ) as r:
+                        if r.status == 202:
+                            acked.add(tag)
+                except aiohttp.ClientError:
+                    return
+                if len(acked) >= KILL_AFTER and not killed.is_set():
+                    killed.set()
+                    proc.send_signal(signal.SIGKILL)
+
+        async with aiohttp.ClientSession() as http:
+            await asyncio.gather(*(send(http, f"t{i}") for i in range(EVENTS)))
+        proc.wait(10)
+        posted_before_restart = len(slack.calls_to("chat.postMessage"))
+        assert killed.is_set() and KILL_AFTER <= len(acked) < EVENTS
+        # The kill must land while work was still owed, or this test proves nothing.
+        assert posted_before_restart < len(acked)
+
+        proc = _serve(config, log)
+        await _wait_healthy(port)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as conn:
+                open_rows = conn.execute(
+                    "select count(*) from inbox_events where status != 'done'"
+                ).fetchone()[0]
+                unsent = conn.execute(
+                    "select count(*) from slack_messages where status != 'posted'"
+                ).fetchone()[0]
+            if open_rows == 0 and unsent == 0:
+                break
+            await asyncio.sleep(0.2)
+        with sqlite3.connect(db) as conn:
+            stored = {r[0] for r in conn.execute("select payload from inbox_events")}
+            statuses = dict(conn.execute("select status, count(*) from inbox_events group by 1"))
+        stored_tags = {json.loads(p)["tag"] for p in stored}
+        posted = [c.args["text"].split(" ")[0] for c in slack.calls_to("chat.postMessage")]
+        posted_tags = [name.split(":", 1)[1] for name in posted]
+
+        print(f"acked {len(acked)}, posted before restart {posted_before_restart}, "
+              f"stored {len(stored_tags)}, posted {len(posted_tags)}")
+        assert acked <= stored_tags, "an acknowledged event was lost"
+        assert statuses == {"done": len(stored_tags)}
+        assert len(posted_tags) == len(set(posted_tags)), "a message was posted twice"
+        assert set(posted_tags) == stored_tags, "a stored event was not announced"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        registry.stop()
+        await slack.stop()

@@ -1,0 +1,108 @@
+"""End to end with real parts: skopeo pushes to Debian's docker-registry, whose notifications reach
+the bot, which pulls the manifest and config back and posts to the Slack stand-in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+import handlers
+from bot.app import Runtime, build, web_app
+from tests.conftest import WEBHOOK_SECRET, make_settings, slack_section
+from tests.support.oci import ImageSpec, write_index_layout, write_layout
+from tests.support.services import Registry, free_port, skopeo_push, start_registry
+from tests.support.slack_standin import SlackStandIn
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, sqlite_url: str, slack: SlackStandIn
+) -> AsyncIterator[Callable[..., Any]]:
+    """Registry notifying a bot served on a real loopback port (the registry must reach it)."""
+    started: list[tuple[Registry, TestServer]] = []
+
+    async def start(**sections: Any) -> tuple[Registry, Runtime]:
+        port = free_port()
+        registry = start_registry(
+            tmp_path / "registry", f"http://127.0.0.1:{port}/hooks/registry/local", WEBHOOK_SECRET
+        )
+        settings = make_settings(
+            sqlite_url,
+            slack=slack_section(slack),
+            registries=[
+                {"name": "local", "kind": "distribution", "url": registry.url,
+                 "webhook_secret": WEBHOOK_SECRET}
+            ],
+            teams=[{"name": "team-a", "channel": "#team-a", "repositories": ["team-a/*"]}],
+            **sections,
+        )
+        runtime = build(settings, handlers.EDGES)
+        server = TestServer(web_app(runtime), host="127.0.0.1", port=port)
+        await server.start_server()
+        started.append((registry, server))
+        return registry, runtime
+
+    yield start
+    for registry, server in started:
+        registry.stop()
+        await server.close()
+
+
+def _texts(call: Any) -> str:
+    return json.dumps(call.args.get("blocks")) + call.args.get("text", "")
+
+
+async def test_pushed_root_image_under_latest_is_posted_to_the_team_with_both_findings(
+    stack: Callable[..., Any], slack: SlackStandIn, tmp_path: Path
+) -> None:
+    registry, _ = await stack()
+    digests = write_layout(tmp_path / "layout", {"latest": ImageSpec(user="")})
+    skopeo_push(tmp_path / "layout", "latest", f"{registry.host}/team-a/app:latest")
+
+    [call] = await slack.wait_for("chat.postMessage", 1, timeout=10)
+    assert call.args["channel"] == "#team-a"
+    body = _texts(call)
+    short = digests["latest"].removeprefix("sha256:")[:12]
+    for expected in ("team-a/app", "latest", short, "runs-as-root", "mutable-tag"):
+        assert expected in body
+    assert len(slack.calls_to("chat.postMessage")) == 1
+
+
+async def test_clean_image_in_unowned_repository_goes_to_fallback_without_findings(
+    stack: Callable[..., Any], slack: SlackStandIn, tmp_path: Path
+) -> None:
+    registry, _ = await stack()
+    write_layout(tmp_path / "layout", {"1.0": ImageSpec(user="10001:10001")})
+    skopeo_push(tmp_path / "layout", "1.0", f"{registry.host}/other/svc:1.0", fmt="v2s2")
+
+    [call] = await slack.wait_for("chat.postMessage", 1, timeout=10)
+    assert call.args["channel"] == "#fallback"
+    body = _texts(call)
+    assert "other/svc" in body and "No findings" in body
+    assert "runs-as-root" not in body
+
+
+async def test_index_push_checks_every_platform(
+    stack: Callable[..., Any], slack: SlackStandIn, tmp_path: Path
+) -> None:
+    registry, _ = await stack()
+    index, _children = write_index_layout(
+        tmp_path / "layout",
+        "2.0",
+        [ImageSpec(user="10001"), ImageSpec(user="root", architecture="arm64", variant="v8")],
+    )
+    skopeo_push(tmp_path / "layout", "2.0", f"{registry.host}/team-a/multi:2.0", all_platforms=True)
+
+    [call] = await slack.wait_for("chat.postMessage", 1, timeout=10)
+    body = _texts(call)
+    assert index.removeprefix("sha256:")[:12] in body
+    assert "runs-as-root" in body and "linux/arm64/v8" in body
+    assert "linux/amd64: " not in body  # only the root platform is named in the finding

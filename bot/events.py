@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 #: The distribution spec's repository grammar: no `..`, no empty or leading-dot components, so a
@@ -29,10 +29,18 @@ class DomainEvent(BaseModel):
 class ImagePushed(DomainEvent):
     """A manifest or index was pushed under a tag to a configured registry."""
 
+    @model_validator(mode="after")
+    def _digest_or_tag(self) -> ImagePushed:
+        if self.digest is None and self.tag is None:
+            raise ValueError("a push names a digest, a tag or both")
+        return self
+
     type: Literal["image.pushed"] = "image.pushed"
     registry: str
     repository: str = Field(max_length=255, pattern=REPOSITORY_PATTERN)
-    digest: str = Field(pattern=DIGEST_PATTERN)
+    #: None where the registry's webhook names only the tag (Docker Hub, Quay): the pipeline
+    #: resolves the tag against the registry when it processes the event.
+    digest: str | None = Field(None, pattern=DIGEST_PATTERN)
     tag: str | None = Field(None, pattern=TAG_PATTERN)
     media_type: str | None = None
     actor: str | None = Field(None, max_length=200)

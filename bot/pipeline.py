@@ -43,9 +43,9 @@ class Pipeline:
         if registry is None:
             raise PermanentError(f"registry {event.registry!r} is no longer configured")
         try:
-            facts = await self._client.image_facts(
-                registry, event.repository, event.digest, event.tag
-            )
+            reference = event.digest or event.tag
+            assert reference is not None
+            facts = await self._client.image_facts(registry, event.repository, reference, event.tag)
         except PermanentRegistryError as exc:
             raise PermanentError(str(exc)) from exc
         findings = run_hygiene(facts, self._policy)
@@ -58,7 +58,7 @@ class Pipeline:
                 registry_host=registry.host,
                 repository=event.repository,
                 tag=event.tag,
-                digest=event.digest,
+                digest=facts.digest,
                 actor=event.actor,
                 platforms=tuple(p.platform for p in facts.platforms),
                 findings=tuple(findings),
@@ -80,7 +80,7 @@ class Pipeline:
             session,
             registry=event.registry,
             repository=event.repository,
-            digest=event.digest,
+            digest=facts.digest,
             media_type=facts.media_type,
             tag=event.tag,
             actor=event.actor,
@@ -89,7 +89,7 @@ class Pipeline:
         await images.record_findings(session, image_id, findings, now)
         # One message per image and tag: a redelivered or repeated push of the same tag and
         # digest is not announced twice.
-        key = f"push:{event.registry}/{event.repository}@{event.digest}#{event.tag or ''}"
+        key = f"push:{event.registry}/{event.repository}@{facts.digest}#{event.tag or ''}"
         await outbox.enqueue(
             session,
             key=key,

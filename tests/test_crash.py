@@ -78,14 +78,22 @@ async def _wait_healthy(port: int, timeout: float = 20) -> None:
 
 def _event(tag: str, digest: str) -> bytes:
     return json.dumps(
-        {"events": [{
-            "id": str(uuid.uuid4()),
-            "timestamp": "2026-12-01T19:50:44.167833934Z",
-            "action": "push",
-            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": digest, "repository": "team-a/app", "tag": tag},
-            "actor": {},
-        }]}
+        {
+            "events": [
+                {
+                    "id": str(uuid.uuid4()),
+                    "timestamp": "2026-12-01T19:50:44.167833934Z",
+                    "action": "push",
+                    "target": {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": digest,
+                        "repository": "team-a/app",
+                        "tag": tag,
+                    },
+                    "actor": {},
+                }
+            ]
+        }
     ).encode()
 
 
@@ -113,8 +121,10 @@ async def test_kill_9_mid_burst_loses_nothing_and_doubles_nothing(tmp_path: Path
                     async with http.post(
                         f"http://127.0.0.1:{port}/hooks/registry/local",
                         data=_event(tag, digest),
-                        headers={"Authorization": f"Bearer {WEBHOOK_SECRET}",
-                                 "Content-Type": "application/json"},
+                        headers={
+                            "Authorization": f"Bearer {WEBHOOK_SECRET}",
+                            "Content-Type": "application/json",
+                        },
                     ) as r:
                         if r.status == 202:
                             acked.add(tag)
@@ -153,8 +163,10 @@ async def test_kill_9_mid_burst_loses_nothing_and_doubles_nothing(tmp_path: Path
         posted = [c.args["text"].split(" ")[0] for c in slack.calls_to("chat.postMessage")]
         posted_tags = [name.split(":", 1)[1] for name in posted]
 
-        print(f"acked {len(acked)}, posted before restart {posted_before_restart}, "
-              f"stored {len(stored_tags)}, posted {len(posted_tags)}")
+        print(
+            f"acked {len(acked)}, posted before restart {posted_before_restart}, "
+            f"stored {len(stored_tags)}, posted {len(posted_tags)}"
+        )
         assert acked <= stored_tags, "an acknowledged event was lost"
         assert statuses == {"done": len(stored_tags)}
         assert len(posted_tags) == len(set(posted_tags)), "a message was posted twice"

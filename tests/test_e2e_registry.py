@@ -38,8 +38,12 @@ async def stack(
             sqlite_url,
             slack=slack_section(slack),
             registries=[
-                {"name": "local", "kind": "distribution", "url": registry.url,
-                 "webhook_secret": WEBHOOK_SECRET}
+                {
+                    "name": "local",
+                    "kind": "distribution",
+                    "url": registry.url,
+                    "webhook_secret": WEBHOOK_SECRET,
+                }
             ],
             teams=[{"name": "team-a", "channel": "#team-a", "repositories": ["team-a/*"]}],
             **sections,

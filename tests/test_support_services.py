@@ -46,12 +46,14 @@ from tests.support.services import (
 pytestmark = pytest.mark.services
 
 TOKEN = "test-token"
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
 MANIFEST_TYPES = {
     MEDIA_OCI_MANIFEST,
     MEDIA_OCI_INDEX,
@@ -88,24 +90,31 @@ class Listener:
         self.events.extend(json.loads(await request.read())["events"])
         return web.Response(status=200)
 
-    async def wait_for(self, match: Callable[[dict[str, Any]], bool],
-                       timeout: float = 5.0) -> dict[str, Any]:
+    async def wait_for(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             for event in self.events:
                 if match(event):
                     return event
             if time.monotonic() > deadline:
-                seen = [(e["action"], e["target"].get("mediaType"), e["target"].get("tag"))
-                        for e in self.events]
+                seen = [
+                    (e["action"], e["target"].get("mediaType"), e["target"].get("tag"))
+                    for e in self.events
+                ]
                 raise AssertionError(f"no matching event within {timeout}s; saw {seen}")
             await asyncio.sleep(0.02)
 
     async def manifest_push(self, repository: str, tag: str) -> dict[str, Any]:
-        return await self.wait_for(lambda e: e["action"] == "push"
-                                   and e["target"].get("repository") == repository
-                                   and e["target"].get("tag") == tag
-                                   and e["target"].get("mediaType") in MANIFEST_TYPES)
+        return await self.wait_for(
+            lambda e: (
+                e["action"] == "push"
+                and e["target"].get("repository") == repository
+                and e["target"].get("tag") == tag
+                and e["target"].get("mediaType") in MANIFEST_TYPES
+            )
+        )
 
 
 @pytest.fixture
@@ -137,14 +146,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
         yield pg
 
 
-async def get_manifest(reg: Registry, repo: str, ref: str,
-                       creds: tuple[str, str] | None = None) -> tuple[bytes, dict[str, str]]:
+async def get_manifest(
+    reg: Registry, repo: str, ref: str, creds: tuple[str, str] | None = None
+) -> tuple[bytes, dict[str, str]]:
     headers = {"Accept": ACCEPT}
     if creds:  # by hand: aiohttp 3.14 deprecates BasicAuth, 3.10 lacks its replacement
         headers["Authorization"] = "Basic " + base64.b64encode(":".join(creds).encode()).decode()
-    async with aiohttp.ClientSession() as session, session.get(
-        f"{reg.url}/v2/{repo}/manifests/{ref}", headers=headers
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{reg.url}/v2/{repo}/manifests/{ref}", headers=headers) as resp,
+    ):
         assert resp.status == 200, await resp.text()
         return await resp.read(), dict(resp.headers)
 
@@ -153,8 +164,12 @@ async def get_manifest(reg: Registry, repo: str, ref: str,
 
 
 def test_layout_is_deterministic_and_merges(tmp_path: Path) -> None:
-    spec = ImageSpec(user="app", labels={"team": "a"}, entrypoint=["/entry.sh"],
-                     extra_layers=[{"etc/.wh.alpine-release": b"", "entry.sh": b"#!/bin/sh\n"}])
+    spec = ImageSpec(
+        user="app",
+        labels={"team": "a"},
+        entrypoint=["/entry.sh"],
+        extra_layers=[{"etc/.wh.alpine-release": b"", "entry.sh": b"#!/bin/sh\n"}],
+    )
     first = write_layout(tmp_path / "a", {"1.0": ImageSpec(), "1.1": spec})
     again = write_layout(tmp_path / "b", {"1.0": ImageSpec(), "1.1": spec})
     assert first == again
@@ -163,7 +178,8 @@ def test_layout_is_deterministic_and_merges(tmp_path: Path) -> None:
     root = tmp_path / "a"
     more = write_layout(root, {"2.0": ImageSpec(cmd=None)})
     index_digest, children = write_index_layout(
-        root, "multi", [ImageSpec(), ImageSpec(architecture="arm64", variant="v8")])
+        root, "multi", [ImageSpec(), ImageSpec(architecture="arm64", variant="v8")]
+    )
     assert json.loads((root / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
     index = json.loads((root / "index.json").read_text())
     refs = {m["annotations"][REF_NAME]: m["digest"] for m in index["manifests"]}
@@ -184,8 +200,9 @@ def test_layout_is_deterministic_and_merges(tmp_path: Path) -> None:
     assert config["config"]["Entrypoint"] == ["/entry.sh"]
     assert len(config["rootfs"]["diff_ids"]) == len(manifest["layers"]) == 2
     assert len(config["history"]) == 2
-    assert "User" not in json.loads(blob(json.loads(blob(first["1.0"]))["config"]["digest"]))[
-        "config"]
+    assert (
+        "User" not in json.loads(blob(json.loads(blob(first["1.0"]))["config"]["digest"]))["config"]
+    )
     with tarfile.open(fileobj=io.BytesIO(blob(manifest["layers"][1]["digest"]))) as tar:
         members = {m.name: m for m in tar.getmembers()}
     assert set(members) == {"etc", "etc/.wh.alpine-release", "entry.sh"}
@@ -216,10 +233,11 @@ async def test_push_notifies_with_manifest_digest(
 
 async def test_push_index_with_all(registry: Registry, listener: Listener, tmp_path: Path) -> None:
     index_digest, children = write_index_layout(
-        tmp_path / "layout", "multi",
-        [ImageSpec(), ImageSpec(architecture="arm64", variant="v8")])
-    skopeo_push(tmp_path / "layout", "multi", f"{registry.host}/team-a/app:multi",
-                all_platforms=True)
+        tmp_path / "layout", "multi", [ImageSpec(), ImageSpec(architecture="arm64", variant="v8")]
+    )
+    skopeo_push(
+        tmp_path / "layout", "multi", f"{registry.host}/team-a/app:multi", all_platforms=True
+    )
 
     event = await listener.manifest_push("team-a/app", "multi")
     assert event["target"]["digest"] == index_digest
@@ -240,8 +258,9 @@ async def test_push_v2s2_with_auth(listener: Listener, tmp_path: Path) -> None:
     with start_registry(tmp_path / "registry", listener.url, token=TOKEN, auth=creds) as reg:
         async with aiohttp.ClientSession() as session, session.get(f"{reg.url}/v2/") as resp:
             assert resp.status == 401
-        skopeo_push(tmp_path / "layout", "1.0", f"{reg.host}/team-a/legacy:1.0",
-                    fmt="v2s2", creds=creds)
+        skopeo_push(
+            tmp_path / "layout", "1.0", f"{reg.host}/team-a/legacy:1.0", fmt="v2s2", creds=creds
+        )
         event = await listener.manifest_push("team-a/legacy", "1.0")
         body, headers = await get_manifest(reg, "team-a/legacy", "1.0", creds=creds)
     assert event["actor"] == {"name": "alice"}

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TextIO
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.clock import Clock
 from bot.config import Slack as SlackSettings
@@ -79,28 +80,29 @@ class WebApiPoster:
         self._metrics = metrics
 
     async def post(self, msg: SlackMessage) -> Posted:
-        args: dict[str, Any] = {
-            "channel": msg.channel,
-            "text": msg.text,
-            "blocks": json.loads(msg.blocks),
-            "metadata": {"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": msg.key}},
-            "unfurl_links": False,
-            "unfurl_media": False,
-        }
-        if msg.thread_ts:
-            args["thread_ts"] = msg.thread_ts
-        resp = await self.call("chat.postMessage", args)
+        resp = await self.call(
+            "chat.postMessage",
+            self._client.chat_postMessage(
+                channel=msg.channel,
+                text=msg.text,
+                blocks=json.loads(msg.blocks),
+                thread_ts=msg.thread_ts,
+                metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": msg.key}},
+                unfurl_links=False,
+                unfurl_media=False,
+            ),
+        )
         return Posted(str(resp["channel"]), str(resp["ts"]))
 
     async def find(self, channel_id: str, key: str, since: datetime) -> Posted | None:
         resp = await self.call(
             "conversations.history",
-            {
-                "channel": channel_id,
-                "oldest": f"{since.timestamp() - 60:.6f}",
-                "include_all_metadata": True,
-                "limit": 200,
-            },
+            self._client.conversations_history(
+                channel=channel_id,
+                oldest=f"{since.timestamp() - 60:.6f}",
+                include_all_metadata=True,
+                limit=200,
+            ),
         )
         for m in resp.get("messages", []):
             meta = m.get("metadata") or {}
@@ -110,27 +112,35 @@ class WebApiPoster:
                 return Posted(channel_id, str(m["ts"]))
         return None
 
-    async def call(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
-        """One Web API call, counted by method and outcome, errors turned into DeliveryError."""
+    async def call(self, method: str, request: Awaitable[AsyncSlackResponse]) -> dict[str, Any]:
+        """Await one Web API call, counted by method and outcome; errors become DeliveryError."""
         try:
-            resp = await self._client.api_call(method, json=args)
+            resp = await request
         except SlackApiError as exc:
             status = exc.response.status_code
             error = str(exc.response.get("error", "")) if exc.response.data else ""
             self._metrics.slack_calls.labels(method, str(status) if status != 200 else error).inc()
-            retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get(
-                "retry-after"
-            )
+            headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
+            retry_after = headers.get("retry-after")
             raise DeliveryError(
                 f"{method}: HTTP {status} {error}".strip(),
                 permanent=status == 200 and error in PERMANENT_ERRORS,
-                retry_after=float(retry_after) if retry_after else None,
+                retry_after=_seconds(retry_after),
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.slack_calls.labels(method, "connection_error").inc()
             raise DeliveryError(f"{method}: {type(exc).__name__}", permanent=False) from None
         self._metrics.slack_calls.labels(method, str(resp.status_code)).inc()
         return dict(resp.data) if isinstance(resp.data, dict) else {}
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 class DryRunPoster:

@@ -154,10 +154,12 @@ class _Layout:
         for n, files in enumerate([spec.files, *spec.extra_layers]):
             tar = build_layer_tar(files)
             diff_ids.append(sha256_digest(tar))
-            layers.append(self.put(gzip.compress(tar, compresslevel=6, mtime=0),
-                                   MEDIA_OCI_LAYER_GZIP))
-            history.append({"created": FIXED_CREATED,
-                            "created_by": f"tests/support/oci.py layer {n}"})
+            layers.append(
+                self.put(gzip.compress(tar, compresslevel=6, mtime=0), MEDIA_OCI_LAYER_GZIP)
+            )
+            history.append(
+                {"created": FIXED_CREATED, "created_by": f"tests/support/oci.py layer {n}"}
+            )
 
         run_config: dict[str, Any] = {"Env": list(spec.env)}
         if spec.user:
@@ -194,8 +196,7 @@ class _Layout:
         manifests: list[dict[str, Any]] = []
         if index_path.exists():
             manifests = json.loads(index_path.read_bytes()).get("manifests", [])
-        manifests = [m for m in manifests
-                     if m.get("annotations", {}).get(REF_NAME) not in entries]
+        manifests = [m for m in manifests if m.get("annotations", {}).get(REF_NAME) not in entries]
         for tag, desc in entries.items():
             manifests.append({**desc, "annotations": {REF_NAME: tag}})
         index = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": manifests}

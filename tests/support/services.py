@@ -149,19 +149,44 @@ class Postgres:
         cmd = [str(self.bin_dir / tool), *args]
         if self.run_as:
             cmd = ["runuser", "-u", self.run_as, "--", *cmd]
-        proc = subprocess.run(cmd, cwd=self.cluster_dir, env=_env_without("PG"), text=True,
-                              capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            cmd,
+            cwd=self.cluster_dir,
+            env=_env_without("PG"),
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
         if proc.returncode != 0:
-            raise ServiceError(f"{tool} {' '.join(args)} failed ({proc.returncode}):\n"
-                               f"{proc.stdout}{proc.stderr}\n--- {self.log_path}:\n"
-                               f"{_tail(self.log_path)}")
+            raise ServiceError(
+                f"{tool} {' '.join(args)} failed ({proc.returncode}):\n"
+                f"{proc.stdout}{proc.stderr}\n--- {self.log_path}:\n"
+                f"{_tail(self.log_path)}"
+            )
         return proc
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run sql as the superuser over the unix socket; return unaligned output."""
-        return self._tool("psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-                          "-h", str(self.sock_dir), "-p", str(self.port), "-U", PG_SUPERUSER,
-                          "-d", database, "-c", sql).stdout.strip()
+        return self._tool(
+            "psql",
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.sock_dir),
+            "-p",
+            str(self.port),
+            "-U",
+            PG_SUPERUSER,
+            "-d",
+            database,
+            "-c",
+            sql,
+        ).stdout.strip()
 
     def create_database(self, name: str) -> str:
         """Create database name owned by the bot role (no-op if it exists); return its url."""
@@ -178,8 +203,18 @@ class Postgres:
             raise ServiceError("this Postgres was closed")
         if self.pid is not None and _alive(self.pid):
             return
-        self._tool("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path),
-                   "-w", "-t", "30", "-s", "start")
+        self._tool(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            "30",
+            "-s",
+            "start",
+        )
 
     def stop(self) -> None:
         """Stop at once (pg_ctl -m immediate), killing the postmaster by PID if that fails."""
@@ -187,8 +222,19 @@ class Postgres:
         if pid is None:
             return
         try:
-            self._tool("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "10",
-                       "-s", "stop", timeout=20)
+            self._tool(
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "10",
+                "-s",
+                "stop",
+                timeout=20,
+            )
         except (ServiceError, subprocess.TimeoutExpired):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -212,8 +258,12 @@ class Postgres:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -253,16 +303,34 @@ def start_postgres(workdir: Path, *, database: str = "crowsnest") -> Postgres:
     (cluster_dir / "sock").mkdir(mode=0o700)
     os.chown(cluster_dir / "sock", uid, gid)
 
-    pg = Postgres(workdir=workdir, cluster_dir=cluster_dir, port=0, bin_dir=bin_dir,
-                  run_as=run_as, scratch=scratch)
+    pg = Postgres(
+        workdir=workdir,
+        cluster_dir=cluster_dir,
+        port=0,
+        bin_dir=bin_dir,
+        run_as=run_as,
+        scratch=scratch,
+    )
     atexit.register(pg.close)
     try:
         pwfile = cluster_dir / "pwfile"
         pwfile.write_text("postgres\n")
         os.chown(pwfile, uid, gid)
-        pg._tool("initdb", "-D", str(pg.data_dir), "-U", PG_SUPERUSER, "-E", "UTF8",
-                 "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256",
-                 f"--pwfile={pwfile}", "--no-sync", "--no-instructions")
+        pg._tool(
+            "initdb",
+            "-D",
+            str(pg.data_dir),
+            "-U",
+            PG_SUPERUSER,
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--no-sync",
+            "--no-instructions",
+        )
         pwfile.unlink()
         with (pg.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\ninclude_if_exists = 'crowsnest.conf'\n")
@@ -335,8 +403,12 @@ class Registry:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -355,8 +427,9 @@ def bcrypt_hash(password: str, cost: int = 5) -> str:
     return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=2**cost))
 
 
-def _registry_config(workdir: Path, addr: str, notify_url: str | None, token: str,
-                     htpasswd: Path | None) -> dict[str, object]:
+def _registry_config(
+    workdir: Path, addr: str, notify_url: str | None, token: str, htpasswd: Path | None
+) -> dict[str, object]:
     config: dict[str, object] = {
         "version": "0.1",
         "log": {"level": "info", "formatter": "text", "fields": {"service": "registry"}},
@@ -375,14 +448,16 @@ def _registry_config(workdir: Path, addr: str, notify_url: str | None, token: st
     if notify_url:
         config["notifications"] = {
             "events": {"includereferences": True},
-            "endpoints": [{
-                "name": "crowsnest",
-                "url": notify_url,
-                "headers": {"Authorization": [f"Bearer {token}"]},
-                "timeout": "2s",
-                "threshold": 3,
-                "backoff": "1s",
-            }],
+            "endpoints": [
+                {
+                    "name": "crowsnest",
+                    "url": notify_url,
+                    "headers": {"Authorization": [f"Bearer {token}"]},
+                    "timeout": "2s",
+                    "threshold": 3,
+                    "backoff": "1s",
+                }
+            ],
         }
     if htpasswd is not None:
         config["auth"] = {"htpasswd": {"realm": "crowsnest-test", "path": str(htpasswd)}}
@@ -407,8 +482,12 @@ def _wait_registry(reg: Registry, deadline: float) -> bool:
     raise ServiceError(f"registry not ready in time:\n{_tail(reg.log_path)}")
 
 
-def start_registry(workdir: Path, notify_url: str | None, token: str = "test-token",
-                   auth: tuple[str, str] | None = None) -> Registry:
+def start_registry(
+    workdir: Path,
+    notify_url: str | None,
+    token: str = "test-token",
+    auth: tuple[str, str] | None = None,
+) -> Registry:
     """Start docker-registry with storage in workdir and one notification endpoint.
 
     Start the notification listener first: events sent before it accepts connections make
@@ -434,12 +513,25 @@ def start_registry(workdir: Path, notify_url: str | None, token: str = "test-tok
         config = _registry_config(workdir, host, notify_url, token, htpasswd)
         config_path.write_text(json.dumps(config, indent=2))
         log = log_path.open("ab")
-        proc = subprocess.Popen([binary, "serve", str(config_path)], stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT,
-                                env=_env_without("REGISTRY_"), cwd=workdir)
-        reg = Registry(url=f"http://{host}", host=host, process=proc, workdir=workdir,
-                       config_path=config_path, log_path=log_path, notify_url=notify_url,
-                       auth=auth, _log=log)
+        proc = subprocess.Popen(
+            [binary, "serve", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env_without("REGISTRY_"),
+            cwd=workdir,
+        )
+        reg = Registry(
+            url=f"http://{host}",
+            host=host,
+            process=proc,
+            workdir=workdir,
+            config_path=config_path,
+            log_path=log_path,
+            notify_url=notify_url,
+            auth=auth,
+            _log=log,
+        )
         atexit.register(reg.stop)
         try:
             if _wait_registry(reg, time.monotonic() + 10):
@@ -468,8 +560,15 @@ def _skopeo_home() -> Path:
     return _private_dir
 
 
-def skopeo_push(layout: Path, tag: str, dest: str, *, all_platforms: bool = False,
-                fmt: str | None = None, creds: tuple[str, str] | None = None) -> None:
+def skopeo_push(
+    layout: Path,
+    tag: str,
+    dest: str,
+    *,
+    all_platforms: bool = False,
+    fmt: str | None = None,
+    creds: tuple[str, str] | None = None,
+) -> None:
     """skopeo copy oci:LAYOUT:TAG docker://DEST over plain http; raise with stderr on failure.
 
     dest is "HOST:PORT/repo:tag" (a "docker://" prefix is allowed). skopeo 1.9 has no flag or

@@ -1,0 +1,179 @@
+"""Inbox to outbox through the running app: retries, poison events, payload URLs never fetched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.models import SlackMessage
+from bot.store import inbox
+from handlers.cli import main
+from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.support.fake_registry import FakeRegistry
+
+HEADERS = {"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"}
+
+
+def notification(
+    repository: str,
+    digest: str | None,
+    tag: str,
+    *,
+    event_id: str = "e1",
+    url: str | None = None,
+    host: str | None = None,
+) -> bytes:
+    target: dict[str, Any] = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "repository": repository,
+        "tag": tag,
+        "digest": digest or "sha256:" + "0" * 64,
+    }
+    if url:
+        target["url"] = url
+    return json.dumps(
+        {
+            "events": [
+                {
+                    "id": event_id,
+                    "action": "push",
+                    "target": target,
+                    "request": {"host": host or "x"},
+                    "actor": {},
+                }
+            ]
+        }
+    ).encode()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeRegistry]:
+    f = FakeRegistry()
+    await f.start()
+    yield f
+    await f.stop()
+
+
+def _settings(url: str, fake: FakeRegistry, **kw: Any) -> Any:
+    return make_settings(
+        url,
+        registries=[
+            {
+                "name": "local",
+                "kind": "distribution",
+                "url": fake.url,
+                "webhook_secret": WEBHOOK_SECRET,
+                "timeout": 0.5,
+            }
+        ],
+        **kw,
+    )
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+async def test_payload_url_and_host_are_never_fetched(app_client, sqlite_url, fake) -> None:  # type: ignore[no-untyped-def]
+    attacker = FakeRegistry()
+    await attacker.start()
+    try:
+        digest = fake.add_image("team-a/app", "1.0", {"config": {"User": "app"}})
+        client, rt = await app_client(_settings(sqlite_url, fake))
+        body = notification(
+            "team-a/app",
+            digest,
+            "1.0",
+            url=f"{attacker.url}/v2/team-a/app/manifests/{digest}",
+            host=f"127.0.0.1:{attacker.port}",
+        )
+        assert (
+            await client.post("/hooks/registry/local", data=body, headers=HEADERS)
+        ).status == 202
+
+        async def owed() -> bool:
+            async with rt.core.db.transaction() as s:
+                return bool((await inbox.counts(s)).get("done"))
+
+        await _until(owed)
+        assert attacker.requests == [] and attacker.token_requests == []
+        assert fake.requests  # the configured registry was the one asked
+    finally:
+        await attacker.stop()
+
+
+async def test_unreachable_registry_is_retried_then_parked_and_listed(  # type: ignore[no-untyped-def]
+    app_client, sqlite_url, fake, capsys, tmp_path: Path
+) -> None:
+    fake.hang = True
+    settings = _settings(
+        sqlite_url, fake, worker={"max_attempts": 3, "retry_backoff": 0.05, "poll_interval": 0.05}
+    )
+    client, rt = await app_client(settings)
+    body = notification("team-a/app", None, "1.0")
+    assert (await client.post("/hooks/registry/local", data=body, headers=HEADERS)).status == 202
+
+    async def parked() -> bool:
+        async with rt.core.db.transaction() as s:
+            return (await inbox.counts(s)) == {"failed": 1}
+
+    await _until(parked, timeout=10)
+    assert len([r for r in fake.requests if "/manifests/" in r]) == 3
+    metrics = await (await client.get("/metrics")).text()
+    assert 'crowsnest_events_failed_total{source="local"} 1.0' in metrics
+    assert 'crowsnest_events_retried_total{source="local"} 2.0' in metrics
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n')
+    assert await asyncio.to_thread(main, ["events", "--failed", "--config", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert "local\timage.pushed\te1\tattempts=3\tRegistryError" in listing
+
+
+async def test_unknown_manifest_is_parked_at_once(app_client, sqlite_url, fake) -> None:  # type: ignore[no-untyped-def]
+    client, rt = await app_client(_settings(sqlite_url, fake))
+    body = notification("team-a/app", None, "gone")
+    await client.post("/hooks/registry/local", data=body, headers=HEADERS)
+
+    async def parked() -> bool:
+        async with rt.core.db.transaction() as s:
+            return (await inbox.counts(s)) == {"failed": 1}
+
+    await _until(parked)
+    async with rt.core.db.transaction() as s:
+        [row] = await inbox.failed(s)
+    assert row.attempts == 1 and "404" in (row.last_error or "")
+
+
+async def test_redelivered_push_is_processed_and_announced_once(
+    app_client, sqlite_url, fake
+) -> None:  # type: ignore[no-untyped-def]
+    digest = fake.add_image("team-a/app", "1.0", {"config": {}})
+    client, rt = await app_client(_settings(sqlite_url, fake))
+    body = notification("team-a/app", digest, "1.0", event_id="same")
+    for _ in range(5):
+        assert (
+            await client.post("/hooks/registry/local", data=body, headers=HEADERS)
+        ).status == 202
+    again = notification("team-a/app", digest, "1.0", event_id="other-id-same-push")
+    await client.post("/hooks/registry/local", data=again, headers=HEADERS)
+
+    async def done() -> bool:
+        async with rt.core.db.transaction() as s:
+            return (await inbox.counts(s)) == {"done": 2}
+
+    await _until(done)
+    async with rt.core.db.transaction() as s:
+        keys = (await s.execute(select(SlackMessage.key))).scalars().all()
+    assert keys == [f"push:local/team-a/app@{digest}#1.0"]

@@ -36,9 +36,10 @@ class Database:
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {}
         if not settings.is_sqlite:
-            kwargs |= {"pool_size": settings.pool_size, "max_overflow": 5}
+            # A PostgreSQL restart must not leave dead pooled connections behind.
+            kwargs |= {"pool_size": settings.pool_size, "max_overflow": 5, "pool_pre_ping": True}
         self.engine: AsyncEngine = create_async_engine(settings.url, **kwargs)
         if settings.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -6,13 +6,13 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.models import InboxEvent
-from bot.store._upsert import insert
+from bot.models import InboxEvent, UTCDateTime
 
 PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
 
@@ -39,32 +39,48 @@ class LeaseLost(Exception):
     """Another worker took the event over (our lease ran out); our work must be rolled back."""
 
 
+_INSERT_COLUMNS = (
+    "source", "dedup_key", "event_type", "payload", "received_at", "available_at", "status",
+    "attempts",
+)  # fmt: skip
+
+
+@lru_cache(maxsize=128)
+def _insert_sql(dialect: str, rows: int) -> str:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING for `rows` rows, rendered once per size.
+
+    This is the intake's hot path. SQLAlchemy cannot cache its dialect-specific ON CONFLICT
+    inserts (their cache key is off in 2.0), so it would compile one per batch; the SQL is the
+    same on both engines but for the placeholder style.
+    """
+    width = len(_INSERT_COLUMNS)
+    if dialect == "sqlite":
+        groups = ["(" + ",".join("?" * width) + ")"] * rows
+    else:
+        groups = [
+            "(" + ",".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(rows)
+        ]
+    return (
+        f"INSERT INTO inbox_events ({', '.join(_INSERT_COLUMNS)}) VALUES {', '.join(groups)} "  # noqa: S608 (constants only)
+        "ON CONFLICT (source, dedup_key) DO NOTHING RETURNING source, dedup_key"
+    )
+
+
 async def add(
     session: AsyncSession, events: Sequence[NewEvent], now: datetime
 ) -> set[tuple[str, str]]:
     """Insert events, skipping those already stored; return the (source, key) pairs inserted."""
     if not events:
         return set()
-    rows: list[dict[str, Any]] = [
-        {
-            "source": e.source,
-            "dedup_key": e.dedup_key,
-            "event_type": e.event_type,
-            "payload": e.payload,
-            "received_at": now,
-            "available_at": now,
-            "status": PENDING,
-            "attempts": 0,
-        }
-        for e in events
-    ]
-    stmt = (
-        insert(session, InboxEvent)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["source", "dedup_key"])
-        .returning(InboxEvent.source, InboxEvent.dedup_key)
-    )
-    result = await session.execute(stmt)
+    dialect = session.bind.dialect.name
+    stamp: Any = UTCDateTime().process_bind_param(now, session.bind.dialect)
+    if dialect == "sqlite":
+        stamp = stamp.isoformat(sep=" ", timespec="microseconds")  # SQLAlchemy's own format
+    params: list[Any] = []
+    for e in events:
+        params += (e.source, e.dedup_key, e.event_type, e.payload, stamp, stamp, PENDING, 0)
+    conn = await session.connection()
+    result = await conn.exec_driver_sql(_insert_sql(dialect, len(events)), tuple(params))
     return {(s, k) for s, k in result.all()}
 
 

@@ -9,7 +9,6 @@ they are never used.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -17,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Registry
 from bot.events import ImageDeleted, ImagePushed
-from handlers.registry.errors import MalformedPayload, Unauthorized
+from handlers.registry import auth
+from handlers.registry.errors import MalformedPayload
 from handlers.registry.parsed import Parsed, describe
 
 MANIFEST_TYPES = frozenset(
@@ -61,12 +61,7 @@ def verify(
     headers: Mapping[str, str], query: Mapping[str, str], body: bytes, registry: Registry
 ) -> None:
     """The configured secret, as `Authorization: Bearer <secret>`, compared in constant time."""
-    if registry.webhook_secret is None:
-        raise Unauthorized(f"registry {registry.name!r} has no webhook_secret configured")
-    sent = headers.get("Authorization", "")
-    expected = f"Bearer {registry.webhook_secret.get_secret_value()}"
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise Unauthorized("missing or wrong Authorization header")
+    auth.bearer_header(headers, registry)
 
 
 def parse(headers: Mapping[str, str], body: bytes, registry: str) -> Parsed:

@@ -12,7 +12,15 @@ from bot.app import Core
 from bot.config import Registry, RegistryKind
 from bot.intake import IntakeUnavailable
 from bot.web import json_error
-from handlers.registry import distribution
+from handlers.registry import (
+    artifact_registry,
+    distribution,
+    dockerhub,
+    ecr,
+    ghcr,
+    harbor,
+    quay,
+)
 from handlers.registry.errors import MalformedPayload, Unauthorized
 from handlers.registry.parsed import Parsed
 
@@ -27,14 +35,23 @@ class Provider:
 
 
 _JSON = frozenset({"application/json"})
+_DISTRIBUTION = Provider(
+    distribution.verify,
+    distribution.parse,
+    _JSON | {"application/vnd.docker.distribution.events.v1+json"},
+)
 PROVIDERS: dict[RegistryKind, Provider] = {
-    RegistryKind.DISTRIBUTION: Provider(
-        distribution.verify,
-        distribution.parse,
-        _JSON | {"application/vnd.docker.distribution.events.v1+json"},
+    RegistryKind.DISTRIBUTION: _DISTRIBUTION,
+    RegistryKind.GITLAB: _DISTRIBUTION,  # GitLab's registry is Docker Distribution
+    RegistryKind.HARBOR: Provider(harbor.verify, harbor.parse, _JSON),
+    RegistryKind.DOCKERHUB: Provider(dockerhub.verify, dockerhub.parse, _JSON),
+    RegistryKind.GHCR: Provider(ghcr.verify, ghcr.parse, _JSON),
+    RegistryKind.QUAY: Provider(quay.verify, quay.parse, _JSON),
+    RegistryKind.ECR: Provider(ecr.verify, ecr.parse, _JSON),
+    RegistryKind.ARTIFACT_REGISTRY: Provider(
+        artifact_registry.verify, artifact_registry.parse, _JSON
     ),
 }
-PROVIDERS[RegistryKind.GITLAB] = PROVIDERS[RegistryKind.DISTRIBUTION]
 
 
 def mount(app: web.Application, core: Core) -> None:
@@ -49,9 +66,7 @@ async def _receive(request: web.Request, core: Core) -> web.Response:
     registry = core.settings.registry(name)
     if registry is None:
         return _refuse(core, name, 404, f"no registry named {name!r} is configured")
-    provider = PROVIDERS.get(registry.kind)
-    if provider is None:
-        return _refuse(core, name, 404, f"registry kind {registry.kind} has no webhook intake")
+    provider = PROVIDERS[registry.kind]
     if request.content_type not in provider.content_types and request.content_type != "":
         return _refuse(core, name, 415, f"unsupported content type {request.content_type!r}")
     body = await request.read()

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from bot.checks.entrypoint import suspicious_entrypoint
+from bot.checks.secrets import secret_in_config
 from bot.findings import Finding, Severity
 from bot.images import ImageFacts, PlatformConfig
 
@@ -59,7 +61,12 @@ def mutable_tag(facts: ImageFacts, policy: HygienePolicy) -> Iterable[Finding]:
 
 
 Check = Callable[[ImageFacts, HygienePolicy], Iterable[Finding]]
-CHECKS: dict[str, Check] = {"runs-as-root": runs_as_root, "mutable-tag": mutable_tag}
+CHECKS: dict[str, Check] = {
+    "runs-as-root": runs_as_root,
+    "mutable-tag": mutable_tag,
+    "secret-in-config": secret_in_config,
+    "suspicious-entrypoint": suspicious_entrypoint,
+}
 
 
 def run_hygiene(facts: ImageFacts, policy: HygienePolicy) -> list[Finding]:

@@ -7,9 +7,10 @@ check off. Secrets are `SecretStr` and may come from a `*_file` key naming a fil
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -97,6 +98,8 @@ class Slack(Section):
     fallback_channel: str = "#crowsnest"
     #: Minimum seconds between two posts to one channel (Slack allows about one a second).
     channel_interval: float = Field(1.0, ge=0)
+    #: Pushes of one repository within this many seconds become one message.
+    coalesce_seconds: float = Field(10.0, ge=0)
     #: Seconds before a message that could not be delivered is tried again (doubles each time).
     retry_backoff: float = Field(2.0, gt=0)
     max_retry_backoff: float = Field(300.0, gt=0)
@@ -167,14 +170,36 @@ class Registry(Section):
         return url.host or "" if url.port in (None, default) else f"{url.host}:{url.port}"
 
 
+SeverityName = Literal["critical", "high", "medium", "low", "info"]
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+
+
+def _check_severity_keys(days: dict[str, int]) -> dict[str, int]:
+    bad = sorted(set(days) - set(SEVERITIES))
+    if bad:
+        raise ValueError(f"not severities: {', '.join(bad)} (use {', '.join(SEVERITIES)})")
+    if any(d <= 0 for d in days.values()):
+        raise ValueError("days must be positive")
+    return days
+
+
 class Team(Section):
     name: str = Field(min_length=1)
     channel: str = Field(min_length=1)
+    #: Where critical findings go instead of `channel`, if set.
+    critical_channel: str | None = None
     repositories: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = ()
     approvers: tuple[str, ...] = ()
-    oncall: str | None = None
+    oncall: str | None = Field(None, pattern=r"^S[A-Z0-9]+$")
     timezone: str = "UTC"
+    #: Days to fix, by severity, overriding [digest] sla_days for this team.
+    sla_days: dict[str, int] = {}
+
+    @field_validator("sla_days")
+    @classmethod
+    def _severities(cls, days: dict[str, int]) -> dict[str, int]:
+        return _check_severity_keys(days)
 
     @field_validator("timezone")
     @classmethod
@@ -192,6 +217,52 @@ class Team(Section):
         if bad:
             raise ValueError(f"not Slack user (U…/W…) or user-group (S…) ids: {', '.join(bad)}")
         return ids
+
+
+class Alerts(Section):
+    #: Seconds a paging alert waits for an Acknowledge before the on-call group is mentioned,
+    #: and again before the fallback channel is told.
+    ack_timeout: float = Field(900.0, gt=0)
+    #: Findings at this severity or worse page on-call.
+    page_severity: SeverityName = "critical"
+
+
+class Digest(Section):
+    #: Days a fixable finding may stay open, by severity; a Patch's due date comes from here.
+    sla_days: dict[str, int] = {"critical": 7, "high": 30, "medium": 90, "low": 180}
+
+    @field_validator("sla_days")
+    @classmethod
+    def _severities(cls, days: dict[str, int]) -> dict[str, int]:
+        return _check_severity_keys(days)
+
+
+class PatchHook(Section):
+    """Called when someone clicks Patch on a finding of a matching repository."""
+
+    repositories: tuple[str, ...] = Field(min_length=1)
+    kind: Literal["github", "webhook"]
+    #: webhook: the URL to POST to; github: the API base (default https://api.github.com).
+    url: AnyHttpUrl | None = None
+    #: github: "owner/repo" that receives the repository_dispatch.
+    github_repository: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")
+    event_type: str = "crowsnest-patch"
+    token: SecretStr | None = None
+    secret: SecretStr | None = None
+    timeout: float = Field(10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("token", "secret"))
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.kind == "github" and (self.github_repository is None or self.token is None):
+            raise ValueError("a github patch hook needs github_repository and token")
+        if self.kind == "webhook" and (self.url is None or self.secret is None):
+            raise ValueError("a webhook patch hook needs url and secret (it signs the body)")
+        return self
 
 
 class Worker(Section):
@@ -230,6 +301,9 @@ class Settings(BaseSettings):
     teams: tuple[Team, ...] = ()
     worker: Worker = Worker()
     checks: Checks = Checks()
+    alerts: Alerts = Alerts()
+    digest: Digest = Digest()
+    patch_hooks: tuple[PatchHook, ...] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -256,6 +330,16 @@ class Settings(BaseSettings):
 
     def registry(self, name: str) -> Registry | None:
         return next((r for r in self.registries if r.name == name), None)
+
+    def team(self, name: str | None) -> Team | None:
+        return next((t for t in self.teams if t.name == name), None)
+
+    def sla_days(self, team: str | None, severity: str) -> int | None:
+        own = self.team(team)
+        table: Mapping[str, int] = self.digest.sla_days
+        if own is not None and severity in own.sla_days:
+            table = own.sla_days
+        return table.get(severity)
 
 
 class ConfigError(Exception):

@@ -19,6 +19,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.announce import Announcer
 from bot.clock import Clock, SystemClock
 from bot.config import Settings, SlackMode
 from bot.db import Database, head_revision, migrate_async
@@ -93,9 +94,10 @@ def build(
         head_revision=head_revision(),
     )
     outbox_wake = asyncio.Event()
+    announcer = Announcer(settings)
     workers = Workers(
         db,
-        Pipeline(settings, registry_client, clock),
+        Pipeline(settings, registry_client, clock, announcer),
         settings.worker,
         metrics,
         clock,

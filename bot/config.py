@@ -100,6 +100,8 @@ class Slack(Section):
     channel_interval: float = Field(1.0, ge=0)
     #: Pushes of one repository within this many seconds become one message.
     coalesce_seconds: float = Field(10.0, ge=0)
+    #: Also post a message for a push with no findings (off: only findings are news).
+    announce_clean_pushes: bool = False
     #: Seconds before a message that could not be delivered is tried again (doubles each time).
     retry_backoff: float = Field(2.0, gt=0)
     max_retry_backoff: float = Field(300.0, gt=0)

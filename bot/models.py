@@ -140,8 +140,15 @@ class SlackMessage(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(640))
+    #: "post" a new message, "reply" in the thread of `parent_id`, or "update" `parent_id`.
+    kind: Mapped[str] = mapped_column(String(16), default="post", server_default="post")
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("slack_messages.id"))
     channel: Mapped[str] = mapped_column(String(80))
     thread_ts: Mapped[str | None] = mapped_column(String(32))
+    #: Registry and repository a push message is about, for coalescing pushes into it.
+    subject: Mapped[str | None] = mapped_column(String(400), index=True)
+    #: What the message was rendered from (JSON), so it can be rendered again when it changes.
+    context: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     blocks: Mapped[str] = mapped_column(Text)
     image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id", ondelete="SET NULL"))
@@ -154,3 +161,84 @@ class SlackMessage(Base):
     channel_id: Mapped[str | None] = mapped_column(String(32))
     ts: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class TrackedFinding(Base):
+    """A finding of a repository, across its pushes: what people see, decide on and fix.
+
+    Image-level rows (`findings`) record what each digest had; this row is the one posted once,
+    followed in its thread ("still present in 1.4.2", "fixed in 1.5.0 after 3 days").
+    """
+
+    __tablename__ = "tracked_findings"
+    __table_args__ = (
+        UniqueConstraint(
+            "registry_name", "repository", "check_id", "package", name="uq_tracked_finding"
+        ),
+        Index("ix_tracked_open", "status", "registry_name", "repository"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    registry_name: Mapped[str] = mapped_column(String(64))
+    repository: Mapped[str] = mapped_column(String(255))
+    check_id: Mapped[str] = mapped_column(String(128))
+    package: Mapped[str] = mapped_column(String(255), default="")
+    severity: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    remediation: Mapped[str] = mapped_column(Text, default="")
+    fixed_version: Mapped[str | None] = mapped_column(String(128))
+    team: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_tag: Mapped[str | None] = mapped_column(String(128))
+    last_seen_digest: Mapped[str] = mapped_column(String(80))
+    fixed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fixed_in_tag: Mapped[str | None] = mapped_column(String(128))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("slack_messages.id"))
+    assignee: Mapped[str | None] = mapped_column(String(32))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Suppression(Base):
+    """An Approve (accepted risk) or Ignore decision, and what it covers until when."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (Index("ix_suppressions_active", "expired_at", "check_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: "image" (one digest), "repository", or "vulnerability" (the check id team-wide)
+    scope: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str | None] = mapped_column(String(64))
+    registry_name: Mapped[str | None] = mapped_column(String(64))
+    repository: Mapped[str | None] = mapped_column(String(255))
+    digest: Mapped[str | None] = mapped_column(String(80))
+    check_id: Mapped[str] = mapped_column(String(128))
+    package: Mapped[str | None] = mapped_column(String(255))
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    until_fixed: Mapped[bool] = mapped_column(default=False)
+    reason: Mapped[str] = mapped_column(Text)
+    decided_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: Set once the expiry has been acted on (the finding posted again).
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finding_id: Mapped[int | None] = mapped_column(ForeignKey("tracked_findings.id"))
+
+
+class Alert(Base):
+    """A message that pages on-call: escalates until someone acknowledges it."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_due", "acked_at", "next_escalation_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("slack_messages.id"))
+    team: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(String(400))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    next_escalation_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    acked_by: Mapped[str | None] = mapped_column(String(32))
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -7,6 +7,7 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.announce import Announcer, Push
 from bot.checks.hygiene import HygienePolicy, run_hygiene
 from bot.clock import Clock
 from bot.config import Settings
@@ -16,7 +17,7 @@ from bot.images import ImageFacts
 from bot.registry_client import PermanentRegistryError, RegistryClient
 from bot.routing import route_repository
 from bot.slack import render
-from bot.store import images, outbox
+from bot.store import images
 from bot.worker import Apply, PermanentError
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,15 @@ log = logging.getLogger(__name__)
 class Pipeline:
     """The inbox workers' event handler."""
 
-    def __init__(self, settings: Settings, registry_client: RegistryClient, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry_client: RegistryClient,
+        clock: Clock,
+        announcer: Announcer,
+    ) -> None:
         self._settings = settings
+        self._announcer = announcer
         self._client = registry_client
         self._clock = clock
         self._policy = HygienePolicy(
@@ -52,27 +60,30 @@ class Pipeline:
         route = route_repository(
             self._settings.teams, event.repository, self._settings.slack.fallback_channel
         )
-        message = render.push_message(
-            render.PushReport(
+        team = self._settings.team(route.team)
+        push = Push(
+            context=render.PushContext(
                 registry=registry.name,
                 registry_host=registry.host,
                 repository=event.repository,
-                tag=event.tag,
                 digest=facts.digest,
+                tags=(event.tag,) if event.tag else (),
                 actor=event.actor,
                 platforms=tuple(p.platform for p in facts.platforms),
-                findings=tuple(findings),
-            )
+                team=route.team,
+            ),
+            tag=event.tag,
+            channel=route.channel,
+            critical_channel=team.critical_channel if team else None,
         )
-        return partial(self._record_push, event, facts, findings, route.channel, message)
+        return partial(self._record_push, event, facts, findings, push)
 
     async def _record_push(
         self,
         event: ImagePushed,
         facts: ImageFacts,
         findings: list[Finding],
-        channel: str,
-        message: render.Message,
+        push: Push,
         session: AsyncSession,
     ) -> None:
         now = self._clock.now()
@@ -87,18 +98,7 @@ class Pipeline:
             now=now,
         )
         await images.record_findings(session, image_id, findings, now)
-        # One message per image and tag: a redelivered or repeated push of the same tag and
-        # digest is not announced twice.
-        key = f"push:{event.registry}/{event.repository}@{facts.digest}#{event.tag or ''}"
-        await outbox.enqueue(
-            session,
-            key=key,
-            channel=channel,
-            text=message.text,
-            blocks=message.blocks,
-            image_id=image_id,
-            now=now,
-        )
+        await self._announcer.record_push(session, push, findings, now)
 
     async def _deleted(self, event: ImageDeleted, session: AsyncSession) -> None:
         await images.mark_deleted(

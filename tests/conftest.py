@@ -89,7 +89,7 @@ def make_settings(database_url: str, **sections: Any) -> Settings:
     """Settings for a test: one `local` distribution registry unless `registries` is given."""
     data: dict[str, Any] = {
         "database": {"url": database_url, "migrate_on_start": False},
-        "slack": {"mode": "dry-run", "fallback_channel": "#fallback"},
+        "slack": {"mode": "dry-run", "fallback_channel": "#fallback", "coalesce_seconds": 0},
         "worker": {"poll_interval": 0.05, "retry_backoff": 0.05},
         "registries": [
             {
@@ -117,6 +117,7 @@ def slack_section(standin: SlackStandIn, **extra: Any) -> dict[str, Any]:
         "signing_secret": SIGNING_SECRET,
         "fallback_channel": "#fallback",
         "channel_interval": 0,
+        "coalesce_seconds": 0,
         "retry_backoff": 0.05,
         **extra,
     }

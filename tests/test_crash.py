@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -40,6 +41,7 @@ bot_token = "{BOT_TOKEN}"
 signing_secret = "{SIGNING_SECRET}"
 fallback_channel = "#fallback"
 channel_interval = 0
+coalesce_seconds = 0
 retry_backoff = 0.1
 [worker]
 concurrency = 4
@@ -160,8 +162,10 @@ async def test_kill_9_mid_burst_loses_nothing_and_doubles_nothing(tmp_path: Path
             stored = {r[0] for r in conn.execute("select payload from inbox_events")}
             statuses = dict(conn.execute("select status, count(*) from inbox_events group by 1"))
         stored_tags = {json.loads(p)["tag"] for p in stored}
-        posted = [c.args["text"].split(" ")[0] for c in slack.calls_to("chat.postMessage")]
-        posted_tags = [name.split(":", 1)[1] for name in posted]
+        # The first push posts the findings; each later tag is a "still present" thread reply.
+        calls = slack.calls_to("chat.postMessage")
+        texts = [c.args["text"] + json.dumps(c.args.get("blocks")) for c in calls]
+        posted_tags = [t for text in texts for t in set(re.findall(r"team-a/app:(t\d+)", text))]
 
         print(
             f"acked {len(acked)}, posted before restart {posted_before_restart}, "

@@ -3,6 +3,7 @@ the bot, which pulls the manifest and config back and posts to the Slack stand-i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 import handlers
 from bot.app import Runtime, build, web_app
+from bot.store import inbox
 from tests.conftest import WEBHOOK_SECRET, make_settings, slack_section
 from tests.support.oci import ImageSpec, write_index_layout, write_layout
 from tests.support.services import Registry, free_port, skopeo_push, start_registry
@@ -28,14 +30,16 @@ async def stack(
     """Registry notifying a bot served on a real loopback port (the registry must reach it)."""
     started: list[tuple[Registry, TestServer]] = []
 
-    async def start(**sections: Any) -> tuple[Registry, Runtime]:
+    async def start(
+        slack_extra: dict[str, Any] | None = None, **sections: Any
+    ) -> tuple[Registry, Runtime]:
         port = free_port()
         registry = start_registry(
             tmp_path / "registry", f"http://127.0.0.1:{port}/hooks/registry/local", WEBHOOK_SECRET
         )
         settings = make_settings(
             sqlite_url,
-            slack=slack_section(slack),
+            slack=slack_section(slack, **(slack_extra or {})),
             registries=[
                 {
                     "name": "local",
@@ -79,10 +83,10 @@ async def test_pushed_root_image_under_latest_is_posted_to_the_team_with_both_fi
     assert len(slack.calls_to("chat.postMessage")) == 1
 
 
-async def test_clean_image_in_unowned_repository_goes_to_fallback_without_findings(
+async def test_clean_image_in_unowned_repository_goes_to_fallback_when_clean_pushes_are_announced(
     stack: Callable[..., Any], slack: SlackStandIn, tmp_path: Path
 ) -> None:
-    registry, _ = await stack()
+    registry, _ = await stack(slack_extra={"announce_clean_pushes": True})
     write_layout(tmp_path / "layout", {"1.0": ImageSpec(user="10001:10001")})
     skopeo_push(tmp_path / "layout", "1.0", f"{registry.host}/other/svc:1.0", fmt="v2s2")
 
@@ -91,6 +95,27 @@ async def test_clean_image_in_unowned_repository_goes_to_fallback_without_findin
     body = _texts(call)
     assert "other/svc" in body and "No findings" in body
     assert "runs-as-root" not in body
+
+
+async def test_clean_image_is_not_announced_by_default(
+    stack: Callable[..., Any], slack: SlackStandIn, tmp_path: Path
+) -> None:
+    registry, runtime = await stack()
+    write_layout(tmp_path / "layout", {"1.0": ImageSpec(user="10001:10001"), "2.0": ImageSpec()})
+    skopeo_push(tmp_path / "layout", "1.0", f"{registry.host}/team-a/clean:1.0")
+    skopeo_push(tmp_path / "layout", "2.0", f"{registry.host}/team-a/rooted:2.0")
+
+    [call] = await slack.wait_for("chat.postMessage", 1, timeout=10)
+    assert "team-a/rooted" in _texts(call)
+    for _ in range(100):  # both pushes processed, so the clean one had its chance to post
+        async with runtime.core.db.transaction() as s:
+            if (await inbox.counts(s)).get("done") == 2:
+                break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("pushes were not processed")
+    await asyncio.sleep(0.2)
+    assert not any("team-a/clean" in _texts(c) for c in slack.calls_to("chat.postMessage"))
 
 
 async def test_index_push_checks_every_platform(

@@ -1,4 +1,4 @@
-"""Action and callback ids, as the contract names them."""
+"""Action and callback ids. The four decision actions are named by the contract."""
 
 from enum import StrEnum
 
@@ -8,6 +8,12 @@ class ActionId(StrEnum):
     PATCH = "finding.patch"
     IGNORE = "finding.ignore"
     ACK = "alert.ack"
+    SHOW_ALL = "findings.show_all"
+
+
+class CallbackId(StrEnum):
+    APPROVE = "decision.approve"
+    IGNORE = "decision.ignore"
 
 
 #: Slack message metadata event type; its payload carries the outbox key of the message, which

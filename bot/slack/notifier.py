@@ -67,9 +67,13 @@ class DeliveryError(Exception):
 
 
 class Poster(Protocol):
-    async def post(self, msg: SlackMessage) -> Posted: ...
+    async def post(self, msg: SlackMessage, channel: str, thread_ts: str | None) -> Posted: ...
 
-    async def find(self, channel_id: str, key: str, since: datetime) -> Posted | None: ...
+    async def update(self, msg: SlackMessage, channel_id: str, ts: str) -> None: ...
+
+    async def find(
+        self, channel_id: str, key: str, since: datetime, thread_ts: str | None
+    ) -> Posted | None: ...
 
 
 class WebApiPoster:
@@ -79,14 +83,14 @@ class WebApiPoster:
         self._client = client
         self._metrics = metrics
 
-    async def post(self, msg: SlackMessage) -> Posted:
+    async def post(self, msg: SlackMessage, channel: str, thread_ts: str | None) -> Posted:
         resp = await self.call(
             "chat.postMessage",
             self._client.chat_postMessage(
-                channel=msg.channel,
+                channel=channel,
                 text=msg.text,
                 blocks=json.loads(msg.blocks),
-                thread_ts=msg.thread_ts,
+                thread_ts=thread_ts,
                 metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": msg.key}},
                 unfurl_links=False,
                 unfurl_media=False,
@@ -94,16 +98,32 @@ class WebApiPoster:
         )
         return Posted(str(resp["channel"]), str(resp["ts"]))
 
-    async def find(self, channel_id: str, key: str, since: datetime) -> Posted | None:
-        resp = await self.call(
-            "conversations.history",
-            self._client.conversations_history(
-                channel=channel_id,
-                oldest=f"{since.timestamp() - 60:.6f}",
-                include_all_metadata=True,
-                limit=200,
+    async def update(self, msg: SlackMessage, channel_id: str, ts: str) -> None:
+        await self.call(
+            "chat.update",
+            self._client.chat_update(
+                channel=channel_id, ts=ts, text=msg.text, blocks=json.loads(msg.blocks)
             ),
         )
+
+    async def find(
+        self, channel_id: str, key: str, since: datetime, thread_ts: str | None
+    ) -> Posted | None:
+        oldest = f"{since.timestamp() - 60:.6f}"
+        if thread_ts is None:
+            request = self._client.conversations_history(
+                channel=channel_id, oldest=oldest, include_all_metadata=True, limit=200
+            )
+            resp = await self.call("conversations.history", request)
+        else:
+            request = self._client.conversations_replies(
+                channel=channel_id,
+                ts=thread_ts,
+                oldest=oldest,
+                include_all_metadata=True,
+                limit=200,
+            )
+            resp = await self.call("conversations.replies", request)
         for m in resp.get("messages", []):
             meta = m.get("metadata") or {}
             if meta.get("event_type") == METADATA_EVENT_TYPE and (
@@ -150,20 +170,29 @@ class DryRunPoster:
         self._out = out
         self._n = 0
 
-    async def post(self, msg: SlackMessage) -> Posted:
-        self._n += 1
+    async def post(self, msg: SlackMessage, channel: str, thread_ts: str | None) -> Posted:
+        self._emit("post", channel, msg, thread_ts=thread_ts)
+        return Posted(channel, f"dry-run.{msg.id:06d}")
+
+    async def update(self, msg: SlackMessage, channel_id: str, ts: str) -> None:
+        self._emit("update", channel_id, msg, ts=ts)
+
+    async def find(
+        self, channel_id: str, key: str, since: datetime, thread_ts: str | None
+    ) -> Posted | None:
+        return None
+
+    def _emit(self, action: str, channel: str, msg: SlackMessage, **extra: Any) -> None:
         record = {
             "dry_run": True,
-            "channel": msg.channel,
+            "action": action,
+            "channel": channel,
             "text": msg.text,
             "blocks": json.loads(msg.blocks),
+            **{k: v for k, v in extra.items() if v},
         }
         self._out.write(json.dumps(record) + "\n")
         self._out.flush()
-        return Posted(msg.channel, f"dry-run.{msg.id:06d}")
-
-    async def find(self, channel_id: str, key: str, since: datetime) -> Posted | None:
-        return None
 
 
 class Delivery:
@@ -222,23 +251,45 @@ class Delivery:
 
     async def _deliver(self, msg: SlackMessage) -> bool:
         async with self._db.transaction() as session:
+            parent = await session.get(SlackMessage, msg.parent_id) if msg.parent_id else None
+            if msg.kind != "post" and (parent is None or parent.status != outbox.POSTED):
+                if parent is None or parent.status == outbox.FAILED:
+                    await outbox.failed(session, msg.id, "the message it belongs to was not posted")
+                return False  # wait for the parent, which is ahead of it in this channel
             if not await outbox.start_sending(session, msg, self._clock.now()):
                 return False
             channel_id = msg.channel_id or await _channel_id(session, msg.channel)
         try:
-            found = None
-            if msg.status != outbox.PENDING and channel_id:
-                found = await self._poster.find(channel_id, msg.key, msg.created_at)
-            if found is None:
-                await self._pace(msg.channel)
-                found = await self._poster.post(msg)
+            found = await self._send(msg, parent, channel_id)
         except DeliveryError as exc:
             await self._not_delivered(msg, exc)
             return False
         async with self._db.transaction() as session:
             await outbox.posted(session, msg.id, found.channel_id, found.ts, self._clock.now())
-        log.info("posted slack message %s to %s (ts %s)", msg.key, found.channel_id, found.ts)
+        log.info(
+            "delivered slack %s %s to %s (ts %s)", msg.kind, msg.key, found.channel_id, found.ts
+        )
         return True
+
+    async def _send(
+        self, msg: SlackMessage, parent: SlackMessage | None, channel_id: str | None
+    ) -> Posted:
+        if msg.kind == "update":
+            assert parent is not None and parent.channel_id and parent.ts
+            await self._pace(msg.channel)
+            await self._poster.update(msg, parent.channel_id, parent.ts)
+            return Posted(parent.channel_id, parent.ts)
+        thread_ts = parent.ts if parent is not None else None
+        channel = parent.channel_id if parent is not None and parent.channel_id else msg.channel
+        if msg.status != outbox.PENDING and (channel_id or parent is not None):
+            # This message may have reached Slack just before a crash: look before posting.
+            found = await self._poster.find(
+                channel_id or channel, msg.key, msg.created_at, thread_ts
+            )
+            if found is not None:
+                return found
+        await self._pace(msg.channel)
+        return await self._poster.post(msg, channel, thread_ts)
 
     async def _not_delivered(self, msg: SlackMessage, exc: DeliveryError) -> None:
         async with self._db.transaction() as session:

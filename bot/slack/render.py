@@ -1,31 +1,48 @@
-"""Block Kit for the messages the bot posts. Pure: data in, Slack JSON out.
+"""Block Kit for everything the bot shows in Slack. Pure: data in, Slack JSON out.
 
 Every outside string goes through `escape.mrkdwn` (or a plain_text field, where Slack renders
-nothing); sizes are capped to Slack's limits whatever the number of findings.
+nothing); sizes are capped to Slack's limits whatever the number of findings. Mentions are
+built here from ids that were validated on the way in, never from payload text.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
+    InputBlock,
     MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
     PlainTextObject,
+    RadioButtonsElement,
     SectionBlock,
+    StaticSelectElement,
 )
+from slack_sdk.models.views import View
 
-from bot.findings import Finding, Severity, worst_first
+from bot.findings import Severity
 from bot.slack.escape import code, mrkdwn, truncate
+from bot.slack.ids import ActionId, CallbackId
 
 MAX_BLOCKS = 50
+MAX_MODAL_BLOCKS = 100
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 FALLBACK_LIMIT = 3000
+BUTTON_VALUE_LIMIT = 2000
+MODAL_TITLE_LIMIT = 24
 TOP_FINDINGS = 10
 
 SEVERITY_ICON = {
@@ -35,20 +52,45 @@ SEVERITY_ICON = {
     Severity.LOW: ":large_blue_circle:",
     Severity.INFO: ":white_circle:",
 }
+_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,20}$")
+
+
+def user(user_id: str) -> str:
+    """A user mention, only for a well-formed Slack user id (else the id as plain text)."""
+    return f"<@{user_id}>" if _SLACK_ID.match(user_id) and user_id[0] != "S" else mrkdwn(user_id)
+
+
+def group(group_id: str) -> str:
+    return f"<!subteam^{group_id}>" if _SLACK_ID.match(group_id) else mrkdwn(group_id)
+
+
+def when(at: datetime) -> str:
+    """A date Slack shows in the reader's own time zone, with a UTC fallback."""
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{at:%Y-%m-%d %H:%M} UTC>"
+
+
+def duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 @dataclass(frozen=True)
-class PushReport:
-    """What one image message says: the pushed image and what the checks found."""
+class PushContext:
+    """What a push message is about; stored with the message so it can be drawn again."""
 
     registry: str
     registry_host: str
     repository: str
-    tag: str | None
     digest: str
-    actor: str | None
-    platforms: tuple[str, ...]
-    findings: tuple[Finding, ...]
+    tags: tuple[str, ...] = ()
+    actor: str | None = None
+    platforms: tuple[str, ...] = ()
+    team: str | None = None
+    headline: str | None = None
 
     @property
     def short_digest(self) -> str:
@@ -56,7 +98,46 @@ class PushReport:
 
     @property
     def name(self) -> str:
-        return f"{self.repository}:{self.tag}" if self.tag else f"{self.repository}@{self.digest}"
+        tags = ", ".join(self.tags[-5:])
+        return f"{self.repository}:{tags}" if tags else f"{self.repository}@{self.short_digest}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PushContext:
+        data = dict(data)
+        data["tags"] = tuple(data.get("tags", ()))
+        data["platforms"] = tuple(data.get("platforms", ()))
+        return cls(**data)
+
+    def with_tag(self, tag: str | None) -> PushContext:
+        if tag is None or tag in self.tags:
+            return self
+        return PushContext(**{**asdict(self), "tags": (*self.tags, tag)})
+
+
+@dataclass(frozen=True)
+class FindingView:
+    """One finding as a message shows it, with what people decided about it."""
+
+    id: int
+    severity: Severity
+    check_id: str
+    title: str
+    detail: str = ""
+    remediation: str = ""
+    package: str = ""
+    fixed_version: str | None = None
+    #: "open", "fixed", "approved" or "ignored"
+    state: str = "open"
+    #: mrkdwn built by the core (mentions of validated ids, escaped reasons)
+    notes: tuple[str, ...] = field(default=())
+    patch_requested: bool = False
+
+    @property
+    def decided(self) -> bool:
+        return self.state != "open"
 
 
 @dataclass(frozen=True)
@@ -65,60 +146,254 @@ class Message:
     blocks: list[dict[str, Any]]
 
 
-def push_message(report: PushReport) -> Message:
-    findings = worst_first(list(report.findings))
-    blocks: list[Any] = [
-        HeaderBlock(text=PlainTextObject(text=truncate(report.name, HEADER_LIMIT), emoji=False)),
-        SectionBlock(text=MarkdownTextObject(text=_image_line(report))),
-        ContextBlock(elements=[MarkdownTextObject(text=_counts_line(findings))]),
+def push_message(
+    ctx: PushContext,
+    findings: list[FindingView],
+    *,
+    message_id: int,
+    page: bool = False,
+    alert_note: str | None = None,
+) -> Message:
+    """The one message of a push (or of several coalesced pushes) of a repository."""
+    ordered = sorted(findings, key=lambda f: (f.decided, -f.severity.rank, f.check_id, f.id))
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=truncate(ctx.headline or ctx.name, HEADER_LIMIT))),
+        SectionBlock(text=MarkdownTextObject(text=_image_line(ctx))),
+        ContextBlock(elements=[MarkdownTextObject(text=_counts_line(ordered))]),
     ]
-    if findings:
-        blocks.append(DividerBlock())
-    shown = findings[:TOP_FINDINGS]
-    blocks.extend(SectionBlock(text=MarkdownTextObject(text=_finding_text(f))) for f in shown)
-    hidden = len(findings) - len(shown)
-    if hidden:
+    if alert_note:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=alert_note)]))
+    if page:
         blocks.append(
-            ContextBlock(elements=[MarkdownTextObject(text=f"…and {hidden} more findings.")])
+            ActionsBlock(
+                block_id="alert",
+                elements=[
+                    ButtonElement(
+                        text="Acknowledge",
+                        action_id=ActionId.ACK,
+                        value=str(message_id),
+                        style="danger",
+                    ),
+                ],
+            )
         )
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Digest {code(report.digest)}")]))
+    if ordered:
+        blocks.append(DividerBlock())
+    shown = ordered[:TOP_FINDINGS]
+    for f in shown:
+        blocks.extend(_finding_blocks(f))
+    if len(ordered) > len(shown):
+        blocks.append(
+            ActionsBlock(
+                block_id="more",
+                elements=[
+                    ButtonElement(
+                        text=f"Show all {len(ordered)} findings",
+                        action_id=ActionId.SHOW_ALL,
+                        value=str(message_id),
+                    ),
+                ],
+            )
+        )
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Digest {code(ctx.digest)}")]))
     assert len(blocks) <= MAX_BLOCKS
-    return Message(text=_fallback(report, findings), blocks=[b.to_dict() for b in blocks])
+    return Message(text=_fallback(ctx, ordered), blocks=[b.to_dict() for b in blocks])
 
 
-def _image_line(r: PushReport) -> str:
-    ref = f"{r.registry_host}/{r.repository}" + (f":{r.tag}" if r.tag else "")
-    parts = [
-        f"*Image* {code(ref)}",
-        f"*Digest* {code('sha256:' + r.short_digest)}",
-        f"*Registry* {mrkdwn(r.registry)}",
+def _finding_blocks(f: FindingView) -> list[Block]:
+    blocks: list[Block] = [
+        SectionBlock(block_id=f"finding:{f.id}", text=MarkdownTextObject(text=finding_text(f)))
     ]
-    if r.actor:
-        parts.append(f"*Pushed by* {mrkdwn(r.actor)}")
-    if len(r.platforms) > 1:
-        parts.append(f"*Platforms* {mrkdwn(', '.join(r.platforms))}")
-    return truncate("\n".join(parts), SECTION_LIMIT)
+    if f.notes:
+        notes = truncate("\n".join(f.notes), SECTION_LIMIT)
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=notes)]))
+    if f.state == "open":
+        buttons = [ButtonElement(text="Approve", action_id=ActionId.APPROVE, value=str(f.id))]
+        if not f.patch_requested:
+            buttons.append(
+                ButtonElement(
+                    text="Patch", action_id=ActionId.PATCH, value=str(f.id), style="primary"
+                )
+            )
+        buttons.append(ButtonElement(text="Ignore", action_id=ActionId.IGNORE, value=str(f.id)))
+        blocks.append(ActionsBlock(block_id=f"actions:{f.id}", elements=buttons))
+    return blocks
 
 
-def _counts_line(findings: list[Finding]) -> str:
-    if not findings:
-        return ":white_check_mark: No findings."
-    counts = Counter(f.severity for f in findings)
-    return "  ·  ".join(f"{counts[s]} {s.value}" for s in Severity if counts[s])
-
-
-def _finding_text(f: Finding) -> str:
+def finding_text(f: FindingView, *, with_detail: bool = True) -> str:
     head = f"{SEVERITY_ICON[f.severity]} *{f.severity.value.upper()}* {code(f.check_id)}"
     head += f" {mrkdwn(f.title)}"
     if f.package:
         head += f" in {code(f.package)}"
         if f.fixed_version:
             head += f", fixed in {code(f.fixed_version)}"
+    if f.state == "fixed":
+        head = f":white_check_mark: ~{head}~"
+    elif f.state in ("approved", "ignored"):
+        head = (":ok: " if f.state == "approved" else ":zzz: ") + head
+    if not with_detail or f.state == "fixed":
+        return truncate(head, SECTION_LIMIT)
     body = f"{head}\n{mrkdwn(f.detail)}\n_Fix:_ {mrkdwn(f.remediation)}"
     return truncate(body, SECTION_LIMIT)
 
 
-def _fallback(r: PushReport, findings: list[Finding]) -> str:
+def _image_line(ctx: PushContext) -> str:
+    tag = ctx.tags[-1] if ctx.tags else None
+    ref = f"{ctx.registry_host}/{ctx.repository}" + (f":{tag}" if tag else "")
+    parts = [
+        f"*Image* {code(ref)}",
+        f"*Digest* {code('sha256:' + ctx.short_digest)}",
+        f"*Registry* {mrkdwn(ctx.registry)}",
+    ]
+    if len(ctx.tags) > 1:
+        parts.append(f"*Tags* {', '.join(code(t) for t in ctx.tags[-20:])}")
+    if ctx.actor:
+        parts.append(f"*Pushed by* {mrkdwn(ctx.actor)}")
+    if len(ctx.platforms) > 1:
+        parts.append(f"*Platforms* {mrkdwn(', '.join(ctx.platforms))}")
+    return truncate("\n".join(parts), SECTION_LIMIT)
+
+
+def _counts_line(findings: list[FindingView]) -> str:
+    open_ = [f for f in findings if f.state == "open"]
+    if not findings:
+        return ":white_check_mark: No findings."
+    counts = Counter(f.severity for f in open_)
+    line = "  ·  ".join(f"{counts[s]} {s.value}" for s in Severity if counts[s]) or "none open"
+    decided = len(findings) - len(open_)
+    return line + (f"  ·  {decided} fixed or decided" if decided else "")
+
+
+def _fallback(ctx: PushContext, findings: list[FindingView]) -> str:
     ids = ", ".join(dict.fromkeys(f.check_id for f in findings)) or "no findings"
-    text = f"{r.name} ({r.short_digest}): {len(findings)} findings: {ids}"
+    text = f"{ctx.name} ({ctx.short_digest}): {len(findings)} findings: {ids}"
     return truncate(mrkdwn(text), FALLBACK_LIMIT)
+
+
+def still_present(
+    ctx: PushContext, tag: str | None, digest: str, findings: list[FindingView]
+) -> Message:
+    where = f"{ctx.repository}:{tag}" if tag else f"{ctx.repository}@{digest[7:19]}"
+    ids = ", ".join(code(f.check_id + (f" {f.package}" if f.package else "")) for f in findings)
+    text = f"Still present in {code(where)} ({code(digest[7:19])}): {ids}"
+    return _reply(truncate(text, SECTION_LIMIT), f"Still present in {mrkdwn(where)}")
+
+
+def fixed(
+    ctx: PushContext, tag: str | None, digest: str, findings: list[tuple[FindingView, timedelta]]
+) -> Message:
+    where = f"{ctx.repository}:{tag}" if tag else f"{ctx.repository}@{digest[7:19]}"
+    lines = [
+        f":white_check_mark: {code(f.check_id + (f' {f.package}' if f.package else ''))} "
+        f"fixed in {code(where)} after {duration(took)}"
+        for f, took in findings
+    ]
+    return _reply(truncate("\n".join(lines), SECTION_LIMIT), f"Fixed in {mrkdwn(where)}")
+
+
+def note(text: str) -> Message:
+    """A thread reply or plain message whose mrkdwn the caller built (escaped) itself."""
+    return _reply(truncate(text, SECTION_LIMIT), truncate(text, FALLBACK_LIMIT))
+
+
+def _reply(body: str, fallback: str) -> Message:
+    block = SectionBlock(text=MarkdownTextObject(text=body))
+    return Message(text=fallback, blocks=[block.to_dict()])
+
+
+def all_findings_modal(ctx: PushContext, findings: list[FindingView]) -> dict[str, Any]:
+    blocks: list[Block] = [SectionBlock(text=MarkdownTextObject(text=_image_line(ctx)))]
+    ordered = sorted(findings, key=lambda f: (f.decided, -f.severity.rank, f.check_id))
+    room = MAX_MODAL_BLOCKS - 2
+    for f in ordered[:room]:
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=finding_text(f))))
+    if len(ordered) > room:
+        more = f"…and {len(ordered) - room} more; `/crowsnest findings` lists them all."
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=more)]))
+    view = View(
+        type="modal",
+        title=truncate(f"{len(findings)} findings", MODAL_TITLE_LIMIT),
+        close="Close",
+        blocks=blocks,
+    )
+    return view.to_dict()
+
+
+IGNORE_EXPIRY = {"7": "7 days", "30": "30 days", "90": "90 days", "fix": "Until a fix exists"}
+IGNORE_SCOPE = {
+    "image": "This image (digest)",
+    "repository": "This repository",
+    "vulnerability": "This check or vulnerability, whole team",
+}
+
+
+def decision_modal(kind: str, f: FindingView, private_metadata: str) -> dict[str, Any]:
+    """The reason (and expiry, scope) asked for before an Approve or an Ignore is applied."""
+    title = "Approve risk" if kind == "approve" else "Ignore finding"
+    blocks: list[Block] = [
+        SectionBlock(text=MarkdownTextObject(text=finding_text(f, with_detail=False))),
+        InputBlock(
+            block_id="reason",
+            label="Reason",
+            element=PlainTextInputElement(
+                action_id="value",
+                multiline=True,
+                max_length=1000,
+                placeholder="Why this is acceptable, for the audit log",
+            ),
+        ),
+    ]
+    if kind == "approve":
+        blocks.append(
+            InputBlock(
+                block_id="expiry",
+                label="Expires",
+                optional=True,
+                element=StaticSelectElement(
+                    action_id="value",
+                    options=[
+                        Option(value=v, label=t) for v, t in IGNORE_EXPIRY.items() if v != "fix"
+                    ],
+                ),
+            )
+        )
+    else:
+        blocks.append(
+            InputBlock(
+                block_id="expiry",
+                label="Ignore for",
+                element=StaticSelectElement(
+                    action_id="value",
+                    initial_option=Option(value="30", label=IGNORE_EXPIRY["30"]),
+                    options=[Option(value=v, label=t) for v, t in IGNORE_EXPIRY.items()],
+                ),
+            )
+        )
+        blocks.append(
+            InputBlock(
+                block_id="scope",
+                label="Scope",
+                element=RadioButtonsElement(
+                    action_id="value",
+                    initial_option=Option(value="repository", label=IGNORE_SCOPE["repository"]),
+                    options=[Option(value=v, label=t) for v, t in IGNORE_SCOPE.items()],
+                ),
+            )
+        )
+    callback = CallbackId.APPROVE if kind == "approve" else CallbackId.IGNORE
+    view = View(
+        type="modal",
+        callback_id=callback,
+        title=title,
+        submit="Confirm",
+        close="Cancel",
+        private_metadata=private_metadata,
+        blocks=blocks,
+    )
+    return view.to_dict()
+
+
+def metadata(**values: Any) -> str:
+    text = json.dumps(values, separators=(",", ":"))
+    assert len(text) <= 3000
+    return text

@@ -47,6 +47,101 @@ async def enqueue(
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
+async def add_post(
+    session: AsyncSession,
+    *,
+    key: str,
+    channel: str,
+    subject: str | None,
+    context: str | None,
+    now: datetime,
+    available_at: datetime,
+) -> SlackMessage | None:
+    """A new top-level message (drawn later by its owner); None when the key exists already."""
+    stmt = (
+        insert(session, SlackMessage)
+        .values(
+            key=key,
+            kind="post",
+            channel=channel,
+            subject=subject,
+            context=context,
+            text="",
+            blocks="[]",
+            status=PENDING,
+            attempts=0,
+            available_at=available_at,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(SlackMessage.id)
+    )
+    new_id = (await session.execute(stmt)).scalar_one_or_none()
+    if new_id is None:
+        return None
+    return await session.get(SlackMessage, new_id)
+
+
+async def add_reply(
+    session: AsyncSession, parent: SlackMessage, *, key: str, message: Any, now: datetime
+) -> bool:
+    """A reply in the thread of `parent`, sent after it (same channel, later id)."""
+    stmt = (
+        insert(session, SlackMessage)
+        .values(
+            key=key,
+            kind="reply",
+            parent_id=parent.id,
+            channel=parent.channel,
+            text=message.text,
+            blocks=json.dumps(message.blocks, separators=(",", ":")),
+            status=PENDING,
+            attempts=0,
+            available_at=now,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(SlackMessage.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def add_update(
+    session: AsyncSession,
+    parent: SlackMessage,
+    text: str,
+    blocks: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """Owe Slack a chat.update of `parent`; a newer version replaces one not yet sent."""
+    blob = json.dumps(blocks, separators=(",", ":"))
+    stmt = insert(session, SlackMessage).values(
+        key=f"update:{parent.id}",
+        kind="update",
+        parent_id=parent.id,
+        channel=parent.channel,
+        text=text,
+        blocks=blob,
+        status=PENDING,
+        attempts=0,
+        available_at=now,
+        created_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["key"],
+        set_={
+            "text": text,
+            "blocks": blob,
+            "status": PENDING,
+            "available_at": now,
+            "attempts": 0,
+            "last_error": None,
+            "sending_since": None,
+        },
+    )
+    await session.execute(stmt)
+
+
 async def due(
     session: AsyncSession, now: datetime, stale: timedelta, limit: int = 200
 ) -> list[SlackMessage]:
@@ -85,9 +180,10 @@ async def start_sending(session: AsyncSession, msg: SlackMessage, now: datetime)
 async def posted(
     session: AsyncSession, msg_id: int, channel_id: str, ts: str, now: datetime
 ) -> None:
+    # Guarded by `sending`: an update re-owed while it was in flight stays owed.
     await session.execute(
         update(SlackMessage)
-        .where(SlackMessage.id == msg_id)
+        .where(SlackMessage.id == msg_id, SlackMessage.status == SENDING)
         .values(status=POSTED, channel_id=channel_id, ts=ts, posted_at=now, last_error=None)
         .execution_options(synchronize_session=False)
     )

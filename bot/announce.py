@@ -216,7 +216,8 @@ class Announcer:
         alert = await tracking.alert_for_message(session, message_id)
         note = None
         if alert is not None and alert.acked_by:
-            note = f":eyes: Acknowledged by {render.user(alert.acked_by)} {render.when(alert.acked_at or now)}"
+            at = render.when(alert.acked_at or now)
+            note = f":eyes: Acknowledged by {render.user(alert.acked_by)} {at}"
         drawn = render.push_message(
             ctx,
             views,
@@ -341,6 +342,9 @@ def decision_note(d: DecisionRow) -> str:
         hook = details.get("hook")
         answer = f" · hook: {mrkdwn(str(hook))}" if hook else ""
         return f":hammer_and_wrench: Patch requested by {who} {at}{due}{answer}"
-    if d.action == "ignore-expired":
-        return f":alarm_clock: Ignore expired {at}; the finding is open again"
+    if d.action == "patch-hook":
+        return f":link: Patch hook {mrkdwn(str(details.get('hook', '')))}"
+    if d.action in ("ignore-expired", "approve-expired"):
+        what = "Ignore" if d.action == "ignore-expired" else "Accepted risk"
+        return f":alarm_clock: {what} expired {at}; the finding is open again"
     return f"{mrkdwn(d.action)} by {who} {at}{reason}"

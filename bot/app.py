@@ -20,14 +20,20 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.announce import Announcer
+from bot.authz import Approvers, NoGroups
 from bot.clock import Clock, SystemClock
 from bot.config import Settings, SlackMode
 from bot.db import Database, head_revision, migrate_async
+from bot.decisions import Decisions
 from bot.intake import Intake
 from bot.metrics import Metrics
+from bot.patch_hooks import PatchHooks
 from bot.pipeline import Pipeline
 from bot.ports import Edge
+from bot.queries import Queries
 from bot.registry_client import RegistryClient
+from bot.scheduler import scheduler
+from bot.slack.groups import SlackGroups
 from bot.slack.notifier import Delivery, DryRunPoster, Poster, WebApiPoster
 from bot.store import inbox, outbox
 from bot.web import json_errors
@@ -49,6 +55,11 @@ class Core:
     slack_client: AsyncWebClient | None
     bolt: AsyncApp | None
     head_revision: str | None
+    announcer: Announcer
+    decisions: Decisions
+    approvers: Approvers
+    patch_hooks: PatchHooks
+    queries: Queries
 
     @property
     def slack_mode(self) -> SlackMode:
@@ -82,6 +93,10 @@ def build(
         if slack_client is not None
         else DryRunPoster(dry_run_out)
     )
+    outbox_wake = asyncio.Event()
+    announcer = Announcer(settings)
+    approvers = Approvers(settings, SlackGroups(slack_client) if slack_client else NoGroups())
+    patch_hooks = PatchHooks(settings.patch_hooks)
     core = Core(
         settings=settings,
         db=db,
@@ -92,9 +107,12 @@ def build(
         slack_client=slack_client,
         bolt=bolt,
         head_revision=head_revision(),
+        announcer=announcer,
+        decisions=Decisions(settings, db, announcer, approvers, patch_hooks, clock, outbox_wake),
+        approvers=approvers,
+        patch_hooks=patch_hooks,
+        queries=Queries(db),
     )
-    outbox_wake = asyncio.Event()
-    announcer = Announcer(settings)
     workers = Workers(
         db,
         Pipeline(settings, registry_client, clock, announcer),
@@ -132,7 +150,9 @@ def web_app(rt: Runtime) -> web.Application:
     max_body = rt.core.settings.server.max_body_bytes
     app = web.Application(client_max_size=max_body, middlewares=[json_errors(max_body)])
     app[RUNTIME] = rt
-    app.cleanup_ctx.extend([_database_ctx, _registry_ctx, _tasks_ctx, _socket_mode_ctx])
+    app.cleanup_ctx.extend(
+        [_database_ctx, _http_clients_ctx, _tasks_ctx, _scheduler_ctx, _socket_mode_ctx]
+    )
     for edge in rt.edges:
         edge.mount(app, rt.core)
     return app
@@ -168,11 +188,27 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     await core.db.dispose()
 
 
-async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
-    client = app[RUNTIME].core.registry_client
-    await client.open()
+async def _http_clients_ctx(app: web.Application) -> AsyncIterator[None]:
+    core = app[RUNTIME].core
+    await core.registry_client.open()
+    await core.patch_hooks.open()
     yield
-    await client.close()
+    await core.patch_hooks.close()
+    await core.registry_client.close()
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    core = app[RUNTIME].core
+    interval = min(core.settings.alerts.ack_timeout / 4, 30.0)
+    sched = scheduler(
+        {
+            "expire-ignores": (core.decisions.expire_ignores, 30.0),
+            "escalate-alerts": (core.decisions.escalate, interval),
+        }
+    )
+    sched.start()
+    yield
+    sched.shutdown(wait=False)
 
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -7,13 +7,14 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 
 from bot.app import Core
 from bot.web import json_error
-from handlers.slack import commands
+from handlers.slack import actions, commands
 
 
 def mount(app: web.Application, core: Core) -> None:
     bolt = core.bolt
     if bolt is not None:
         commands.register(bolt, core)
+        actions.register(bolt, core)
 
     async def events(request: web.Request) -> web.Response:
         if bolt is None:

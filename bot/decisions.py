@@ -198,11 +198,10 @@ class Decisions:
     async def ack(self, message_id: int, user_id: str) -> Outcome:
         now = self._clock.now()
         async with self._db.transaction() as s:
-            alert = await tracking.alert_for_message(s, message_id)
+            found = await tracking.alert_for_message(s, message_id)
+            alert = await tracking.alert(s, found.id, lock=True) if found else None
             if alert is None:
                 return _no("There is no alert to acknowledge on this message.")
-            alert = await tracking.alert(s, alert.id, lock=True)
-            assert alert is not None
             if alert.acked_by is not None:
                 return _no(f"Already acknowledged by {render.user(alert.acked_by)}.")
             alert.acked_by, alert.acked_at, alert.next_escalation_at = user_id, now, None

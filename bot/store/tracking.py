@@ -26,12 +26,28 @@ async def tracked_for(
     return list((await session.execute(stmt.order_by(TrackedFinding.id))).scalars())
 
 
+async def _lock_row(session: AsyncSession, table: Any, row_id: int) -> None:
+    """Take the row for this transaction before reading it, on both engines.
+
+    A no-op UPDATE as the first statement locks the row on PostgreSQL and takes SQLite's write
+    lock, so a concurrent decision on the same row waits and then reads what this one wrote
+    (SELECT … FOR UPDATE alone does nothing on SQLite).
+    """
+    await session.execute(
+        update(table)
+        .where(table.id == row_id)
+        .values(id=table.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def tracked(
     session: AsyncSession, finding_id: int, *, lock: bool = False
 ) -> TrackedFinding | None:
-    stmt = select(TrackedFinding).where(TrackedFinding.id == finding_id)
     if lock:
-        stmt = stmt.with_for_update()
+        await _lock_row(session, TrackedFinding, finding_id)
+    stmt = select(TrackedFinding).where(TrackedFinding.id == finding_id)
+    stmt = stmt.execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -166,9 +182,9 @@ async def alert_for_message(session: AsyncSession, message_id: int) -> Alert | N
 
 
 async def alert(session: AsyncSession, alert_id: int, *, lock: bool = False) -> Alert | None:
-    stmt = select(Alert).where(Alert.id == alert_id)
     if lock:
-        stmt = stmt.with_for_update()
+        await _lock_row(session, Alert, alert_id)
+    stmt = select(Alert).where(Alert.id == alert_id).execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -183,9 +199,10 @@ async def due_alerts(session: AsyncSession, now: datetime) -> list[Alert]:
 
 
 async def message(session: AsyncSession, message_id: int) -> SlackMessage | None:
-    return (
-        await session.execute(select(SlackMessage).where(SlackMessage.id == message_id))
-    ).scalar_one_or_none()
+    # populate_existing: content is rewritten with UPDATEs, so never trust the identity map.
+    stmt = select(SlackMessage).where(SlackMessage.id == message_id)
+    stmt = stmt.execution_options(populate_existing=True)
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def message_by_ts(session: AsyncSession, channel_id: str, ts: str) -> SlackMessage | None:

@@ -1,0 +1,972 @@
+"""Image layers read as they stream in: tar entries, whiteouts and a few small files.
+
+A `LayerReader` is fed the raw (compressed) bytes of one layer blob in whatever chunks the
+network delivers, and parses the tar stream itself, incrementally: nothing but the current tar
+header, the current pax / GNU long-name record and the bytes it was asked to keep is held in
+memory, and decompression output is bounded per step, so a small, highly compressed blob cannot
+balloon. What it keeps (`LayerRecord`):
+
+* every entry: normalised path (no leading `./` or `/`, no `.` or `..` parts), type, size, mode
+  and link target;
+* the layer's whiteouts, apart from the entries: `dir/.wh.name` removes `dir/name` from the
+  layers below, `dir/.wh..wh..opq` empties `dir` of what the layers below put there;
+* the content of regular files a `want(path, size)` predicate asks for, bounded by a per-file
+  and a per-layer cap (a wanted file over a cap is listed in `skipped` instead);
+* the first `head_size` bytes (4 KiB) of every executable regular file, bounded per layer.
+
+`merge` stacks the records of an image's layers, bottom first, into a `Filesystem`: the final
+view (`present`) and the history (`ever`), where a file that a later layer deleted or replaced is
+still listed, as it is still in every copy of the image.
+
+Compression is recognised from the first bytes, as container runtimes do, whatever the media
+type says: gzip (and zlib) through `zlib`, zstd through the optional `zstandard` package, and
+anything else is read as a plain tar.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+DEFAULT_MAX_SIZE = 8 * GiB
+"""Uncompressed bytes one layer may have before the reader gives up."""
+DEFAULT_MAX_FILE = 256 * KiB
+"""Largest file whose content is kept."""
+DEFAULT_MAX_TOTAL = 8 * MiB
+"""Content bytes kept per layer, over all wanted files."""
+DEFAULT_HEAD_SIZE = 4 * KiB
+"""Bytes kept from the start of every executable file."""
+DEFAULT_MAX_HEADS = 8 * MiB
+"""Executable-head bytes kept per layer."""
+DEFAULT_MAX_ENTRIES = 500_000
+"""Tar entries one layer may have."""
+
+_BLOCK = 512
+_OUT_STEP = 256 * KiB  # most decompressed bytes produced by one decompression call
+_MAX_META = 1 * MiB  # largest pax or GNU long-name record
+_MAX_SYMLINK_HOPS = 40
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class LayerError(Exception):
+    """The layer cannot be read: corrupt, truncated, too big, or an unsupported format."""
+
+
+class EntryType(StrEnum):
+    FILE = "file"
+    DIR = "dir"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    CHAR = "char"
+    BLOCK = "block"
+    FIFO = "fifo"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tar entry. `content` is set only for wanted files, `head` for executables."""
+
+    path: str
+    type: EntryType
+    size: int
+    mode: int
+    linkname: str = ""
+    content: bytes | None = field(default=None, repr=False)
+    head: bytes | None = field(default=None, repr=False)
+
+    @property
+    def executable(self) -> bool:
+        return self.type is EntryType.FILE and bool(self.mode & 0o111)
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition("/")[2]
+
+
+@dataclass(frozen=True)
+class Whiteout:
+    """`opaque=False`: `path` is removed; `opaque=True`: the directory `path` ("" = the root)
+    loses everything the layers below put in it."""
+
+    path: str
+    opaque: bool = False
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What a `LayerReader` kept of one layer, in tar order."""
+
+    entries: tuple[Entry, ...]
+    whiteouts: tuple[Whiteout, ...]
+    size: int
+    """Uncompressed bytes read."""
+    captured: int
+    """Content bytes kept (wanted files)."""
+    head_bytes: int
+    """Executable-head bytes kept, beyond those of files whose whole content was kept."""
+    skipped: tuple[str, ...] = ()
+    """Wanted files whose content was not kept because of a cap."""
+    compression: str = "none"
+
+
+Want = Callable[[str, int], bool]
+
+
+# --- what to keep by default -------------------------------------------------------------------
+
+_RELEASE_FILES = frozenset(
+    {
+        "etc/os-release",
+        "usr/lib/os-release",
+        "etc/alpine-release",
+        "etc/debian_version",
+        "etc/redhat-release",
+        "etc/centos-release",
+        "etc/system-release",
+        "lib/apk/db/installed",
+        "var/lib/dpkg/status",
+    }
+)
+_CREDENTIAL_NAMES = frozenset({".npmrc", ".git-credentials", ".pypirc", ".netrc"})
+_CREDENTIAL_TAILS = (
+    ".aws/credentials",
+    ".docker/config.json",
+    ".config/gcloud/application_default_credentials.json",
+)
+_KEY_NAME = re.compile(r".*\.(?:pem|key)|.*id_(?:rsa|dsa|ecdsa|ed25519).*", re.S)
+_MINER_CONFIG_NAMES = frozenset({"config.json", "xmrig.json"})
+_MINER_CONFIG_MAX = 64 * KiB
+_LIBRARY_PARTS = frozenset({"site-packages", "dist-packages", "node_modules"})
+
+
+def _in_library(path: str) -> bool:
+    """Package-manager trees, full of test keys and unrelated config.json files."""
+    return path.startswith("usr/share/") or not _LIBRARY_PARTS.isdisjoint(path.split("/"))
+
+
+def default_want(path: str, size: int) -> bool:
+    """Release files and package databases, credential files, key files, miner configs."""
+    if path in _RELEASE_FILES:
+        return True
+    if path.startswith("var/lib/dpkg/status.d/"):
+        return not path.endswith(".md5sums")
+    name = path.rpartition("/")[2]
+    if name in _CREDENTIAL_NAMES:
+        return True
+    if any(path == tail or path.endswith("/" + tail) for tail in _CREDENTIAL_TAILS):
+        return True
+    if _in_library(path):
+        return False
+    if _KEY_NAME.fullmatch(name) and not name.endswith(".pub"):
+        return True
+    return name in _MINER_CONFIG_NAMES and size <= _MINER_CONFIG_MAX
+
+
+DEFAULT_WANT: Want = default_want
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+
+def normalise_path(path: str) -> str:
+    """`./a//b/../c/` -> `a/c`: relative to the image root, `..` never above it."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts)
+
+
+def _parent(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base}/{name}" if base else name
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+# --- tar ---------------------------------------------------------------------------------------
+
+_TYPES: dict[bytes, EntryType] = {
+    b"0": EntryType.FILE,
+    b"\0": EntryType.FILE,
+    b"7": EntryType.FILE,
+    b"S": EntryType.FILE,  # GNU sparse: the data stored is what follows
+    b"1": EntryType.HARDLINK,
+    b"2": EntryType.SYMLINK,
+    b"3": EntryType.CHAR,
+    b"4": EntryType.BLOCK,
+    b"5": EntryType.DIR,
+    b"6": EntryType.FIFO,
+}
+_HEADER_ONLY = frozenset({b"1", b"2", b"3", b"4", b"5", b"6"})  # size field ignored, no data
+_META = frozenset({b"L", b"K", b"x", b"g"})
+_NOT_ENTRIES = frozenset({b"V"})  # volume labels
+_OPAQUE = ".wh..wh..opq"
+_WHITEOUT = ".wh."
+
+
+def _number(field_: bytes, what: str) -> int:
+    """An octal tar number, or GNU base-256 when the top bit of the first byte is set."""
+    if field_ and field_[0] & 0x80:
+        if field_[0] == 0xFF:
+            raise LayerError(f"negative {what} in a tar header")
+        return int.from_bytes(bytes([field_[0] & 0x7F]) + field_[1:], "big")
+    text = field_.split(b"\0", 1)[0].strip(b" \0")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise LayerError(f"bad {what} {text[:20]!r} in a tar header") from None
+
+
+def _check_sum(block: bytes) -> None:
+    stored = _number(block[148:156], "checksum")
+    blanked = block[:148] + b" " * 8 + block[156:]
+    unsigned = sum(blanked)
+    if stored != unsigned and stored != unsigned - 256 * sum(b > 127 for b in blanked):
+        raise LayerError("bad tar header checksum (corrupt layer, or not a tar)")
+
+
+def _cstr(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]
+
+
+def _parse_pax(data: bytes) -> dict[str, str]:
+    """`<len> <key>=<value>\\n` records."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(data):
+        if not data[i:].strip(b"\0"):
+            break
+        space = data.find(b" ", i)
+        digits = data[i:space] if space > 0 else b""
+        if not digits.isdigit():
+            raise LayerError("bad pax extended header")
+        length = int(digits)
+        end = i + length
+        if length <= len(digits) + 1 or end > len(data) or data[end - 1 : end] != b"\n":
+            raise LayerError("bad pax extended header record length")
+        key, eq, value = data[space + 1 : end - 1].partition(b"=")
+        if not eq:
+            raise LayerError("bad pax extended header record")
+        out[_text(key)] = _text(value)
+        i = end
+    return out
+
+
+class _Tar:
+    """Incremental tar parser: `write` any pieces of the uncompressed stream, then `finish`."""
+
+    def __init__(
+        self,
+        want: Want,
+        max_file: int,
+        max_total: int,
+        head_size: int,
+        max_heads: int,
+        max_entries: int,
+    ) -> None:
+        self._want = want
+        self._max_file = max_file
+        self._max_total = max_total
+        self._head_size = head_size
+        self._max_heads = max_heads
+        self._max_entries = max_entries
+        self.entries: list[Entry] = []
+        self.whiteouts: list[Whiteout] = []
+        self.skipped: list[str] = []
+        self.captured = 0
+        self.head_bytes = 0
+        self.ended = False
+        self._block = bytearray()
+        self._sparse_ext = False  # reading old-GNU sparse extension blocks
+        self._after_sparse: Callable[[], None] | None = None
+        self._left = 0  # data bytes of the current member still to come
+        self._pad = 0
+        self._keep = 0  # of the current member's data, how many bytes to keep
+        self._buf = bytearray()
+        self._member: tuple[str, bytes, Entry | None, bool] | None = None
+        # pending extended header values, for the next real entry
+        self._long_name: str | None = None
+        self._long_link: str | None = None
+        self._pax: dict[str, str] = {}
+
+    def write(self, data: memoryview) -> None:
+        i, n = 0, len(data)
+        while i < n and not self.ended:
+            if self._left:
+                take = min(self._left, n - i)
+                room = self._keep - len(self._buf)
+                if room > 0:
+                    self._buf += data[i : i + min(take, room)]
+                i += take
+                self._left -= take
+                if not self._left:
+                    self._end_member()
+            elif self._pad:
+                take = min(self._pad, n - i)
+                i += take
+                self._pad -= take
+            else:
+                take = min(_BLOCK - len(self._block), n - i)
+                self._block += data[i : i + take]
+                i += take
+                if len(self._block) == _BLOCK:
+                    block = bytes(self._block)
+                    self._block.clear()
+                    self._header(block)
+
+    def finish(self) -> None:
+        if self.ended:
+            return
+        # Like Go's archive/tar (so like the container runtimes), an archive that stops at an
+        # entry boundary without the end-of-archive blocks is accepted.
+        if self._block or self._left or self._pad or self._sparse_ext or self._member:
+            raise LayerError("truncated layer: the tar stream stops inside an entry")
+        if self._long_name is not None or self._long_link is not None or self._pax:
+            raise LayerError("truncated layer: an extended header has no entry after it")
+
+    def _header(self, block: bytes) -> None:
+        if self._sparse_ext:  # old GNU sparse map continuation: 21 entries then a flag
+            self._sparse_ext = block[504] != 0
+            if not self._sparse_ext and self._after_sparse is not None:
+                start, self._after_sparse = self._after_sparse, None
+                start()
+            return
+        if not block.strip(b"\0"):
+            self.ended = True
+            return
+        _check_sum(block)
+        kind = block[156:157]
+        size = _number(block[124:136], "size")
+        if kind in _META:
+            if size > _MAX_META:
+                raise LayerError(f"tar extended header of {size} bytes is too big")
+            self._start_member(size, ("meta", kind, None, False), keep=size)
+            return
+        magic = block[257:265]
+        name = _cstr(block[0:100])
+        if magic[:6] == b"ustar\0":  # POSIX: prefix field
+            prefix = _cstr(block[345:500])
+            if prefix:
+                name = prefix + b"/" + name
+        path = self._pax.get("GNU.sparse.name") or self._pax.get("path") or self._long_name
+        link = self._pax.get("linkpath") or self._long_link
+        raw_path = path if path is not None else _text(name)
+        linkname = link if link is not None else _text(_cstr(block[157:257]))
+        if "size" in self._pax:
+            if not self._pax["size"].isascii() or not self._pax["size"].isdigit():
+                raise LayerError("bad size in a pax extended header")
+            size = int(self._pax["size"])
+        self._long_name = self._long_link = None
+        self._pax = {}
+        if kind in _HEADER_ONLY:
+            size = 0
+        entry_type = _TYPES.get(kind, EntryType.OTHER)
+        if entry_type is EntryType.FILE and kind == b"\0" and raw_path.endswith("/"):
+            entry_type = EntryType.DIR  # pre-POSIX directories
+            size = 0
+        mode = _number(block[100:108], "mode") & 0o7777
+        if kind in _NOT_ENTRIES:
+            self._start_member(size, ("skip", kind, None, False), keep=0)
+            return
+        path = normalise_path(raw_path)
+        if kind == b"S" and block[482] != 0:  # sparse map blocks come before the data
+            self._sparse_ext = True
+            self._after_sparse = lambda: self._entry(path, entry_type, size, mode, linkname, kind)
+            return
+        self._entry(path, entry_type, size, mode, linkname, kind)
+
+    def _entry(
+        self, path: str, entry_type: EntryType, size: int, mode: int, link: str, kind: bytes
+    ) -> None:
+        base = path.rpartition("/")[2]
+        if not path or base.startswith(_WHITEOUT):
+            if base == _OPAQUE:
+                self.whiteouts.append(Whiteout(_parent(path), opaque=True))
+            elif base != _WHITEOUT and not base.startswith(_WHITEOUT + _WHITEOUT):  # aufs
+                self.whiteouts.append(Whiteout(_join(_parent(path), base[len(_WHITEOUT) :])))
+            self._start_member(size, ("skip", kind, None, False), keep=0)
+            return
+        if len(self.entries) >= self._max_entries:
+            raise LayerError(f"layer has more than {self._max_entries} entries")
+        if entry_type is EntryType.HARDLINK:
+            link = normalise_path(link)
+        entry = Entry(path, entry_type, size, mode, link)
+        keep, whole = 0, False
+        if entry_type is EntryType.FILE and self._want(path, size):
+            if size <= self._max_file and self.captured + size <= self._max_total:
+                keep, whole = size, True
+                self.captured += size
+            else:
+                self.skipped.append(path)
+        if not whole and entry.executable and self._head_size:
+            head = min(size, self._head_size)
+            if self.head_bytes + head <= self._max_heads:
+                keep = head
+                self.head_bytes += head
+        self._start_member(size, ("entry", kind, entry, whole), keep=keep)
+
+    def _start_member(
+        self, size: int, member: tuple[str, bytes, Entry | None, bool], keep: int
+    ) -> None:
+        self._member = member
+        self._left = size
+        self._pad = -size % _BLOCK
+        self._keep = keep
+        self._buf = bytearray()
+        if not size:
+            self._end_member()
+
+    def _end_member(self) -> None:
+        assert self._member is not None
+        role, kind, entry, whole = self._member
+        data = bytes(self._buf)
+        self._member = None
+        self._buf = bytearray()
+        if role == "meta":
+            if kind == b"L":
+                self._long_name = _text(_cstr(data))
+            elif kind == b"K":
+                self._long_link = _text(_cstr(data))
+            elif kind == b"x":
+                self._pax.update(_parse_pax(data))
+            # `g` (global pax header): ignored
+        elif entry is not None:
+            content = data if whole else None
+            head = None
+            if entry.executable and self._head_size:
+                head = data[: self._head_size] if (whole or data) else None
+            if content is not None or head is not None:
+                entry = Entry(
+                    entry.path, entry.type, entry.size, entry.mode, entry.linkname, content, head
+                )
+            self.entries.append(entry)
+
+
+# --- decompression -----------------------------------------------------------------------------
+
+
+def _zstd_module() -> Any | None:
+    try:
+        return importlib.import_module("zstandard")
+    except ImportError:
+        return None
+
+
+_NO_ZSTD = "zstd layers need the zstandard package"
+
+
+class _Gunzip:
+    """gzip (or zlib) members, one after another, with bounded output per step."""
+
+    def __init__(self, out: Callable[[bytes], None]) -> None:
+        self._out = out
+        self._d: Any = None  # zlib decompressobj of the member in progress
+
+    def feed(self, data: bytes) -> None:
+        buf = data
+        while True:
+            if self._d is None:
+                if not buf:
+                    return
+                self._d = zlib.decompressobj(wbits=47)
+            try:
+                piece = self._d.decompress(buf, _OUT_STEP)
+            except zlib.error as e:
+                raise LayerError(f"corrupt gzip data: {e}") from None
+            if piece:
+                self._out(piece)
+            if self._d.eof:
+                buf = self._d.unused_data
+                self._d = None  # another member may follow
+                continue
+            buf = self._d.unconsumed_tail
+            if not buf and len(piece) < _OUT_STEP:  # a full step may have more to give
+                return
+
+    def close(self) -> None:
+        if self._d is not None:
+            try:
+                rest = self._d.flush()
+            except zlib.error as e:
+                raise LayerError(f"corrupt gzip data: {e}") from None
+            if rest:
+                self._out(rest)
+            if not self._d.eof:
+                raise LayerError("truncated layer: the gzip stream ends early")
+
+
+class _ZstdFrames:
+    """Walks zstd frame and block headers (RFC 8878) beside the decompressor, to tell whether
+    the input stopped at a frame boundary; zstandard's streaming writer does not say."""
+
+    _MAGIC = 0xFD2FB528
+    _SKIPPABLE = 0x184D2A50  # low four bits free
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4
+        self._buf = bytearray()
+        self._skip = 0
+        self._checksum = False
+        self._last = False
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._state == "magic" and not self._buf and not self._skip
+
+    def feed(self, data: bytes) -> None:
+        i, n = 0, len(data)
+        while i < n:
+            if self._skip:
+                take = min(self._skip, n - i)
+                i += take
+                self._skip -= take
+                if not self._skip:
+                    self._after_body()
+                continue
+            take = min(self._need - len(self._buf), n - i)
+            self._buf += data[i : i + take]
+            i += take
+            if len(self._buf) == self._need:
+                field_ = int.from_bytes(self._buf, "little")
+                self._buf.clear()
+                self._step(field_)
+
+    def _expect(self, state: str, need: int) -> None:
+        self._state, self._need = state, need
+
+    def _step(self, value: int) -> None:
+        if self._state == "magic":
+            if value == self._MAGIC:
+                self._expect("descriptor", 1)
+            elif value & ~0xF == self._SKIPPABLE:
+                self._expect("skippable", 4)
+            else:
+                raise LayerError("corrupt zstd data: no frame magic where a frame should start")
+        elif self._state == "skippable":
+            self._expect("skipped", 0)
+            self._body(value)
+        elif self._state == "descriptor":
+            if value & 0x08:
+                raise LayerError("corrupt zstd data: reserved frame header bit set")
+            single = bool(value & 0x20)
+            self._checksum = bool(value & 0x04)
+            rest = (0 if single else 1) + (0, 1, 2, 4)[value & 3]
+            rest += (1 if single else 0, 2, 4, 8)[value >> 6]
+            if rest:
+                self._expect("header", rest)
+            else:
+                self._expect("block", 3)
+        elif self._state == "header":
+            self._expect("block", 3)
+        elif self._state == "block":
+            kind, size = (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise LayerError("corrupt zstd data: reserved block type")
+            self._last = bool(value & 1)
+            self._body(1 if kind == 1 else size)  # an RLE block stores one byte
+        elif self._state == "checksum":
+            self._expect("magic", 4)
+
+    def _body(self, size: int) -> None:
+        self._skip = size
+        if not size:
+            self._after_body()
+
+    def _after_body(self) -> None:
+        if self._state == "skipped":
+            self._expect("magic", 4)
+        elif not self._last:
+            self._expect("block", 3)
+        elif self._checksum:
+            self._expect("checksum", 4)
+        else:
+            self._expect("magic", 4)
+
+
+class _Unzstd:
+    """zstd frames, one after another (zstd:chunked layers have many), with output handed on
+    in bounded pieces as it is produced."""
+
+    class _Sink:
+        def __init__(self, out: Callable[[bytes], None]) -> None:
+            self._out = out
+
+        def write(self, data: bytes) -> int:
+            self._out(bytes(data))
+            return len(data)
+
+    def __init__(self, zstd: Any, out: Callable[[bytes], None]) -> None:
+        self._zstd = zstd
+        self._frames = _ZstdFrames()
+        self._writer = zstd.ZstdDecompressor().stream_writer(
+            self._Sink(out), write_size=_OUT_STEP, write_return_read=True, closefd=False
+        )
+
+    def feed(self, data: bytes) -> None:
+        self._frames.feed(data)
+        try:
+            self._writer.write(data)
+        except self._zstd.ZstdError as e:
+            raise LayerError(f"corrupt zstd data: {e}") from None
+
+    def close(self) -> None:
+        if not self._frames.at_boundary:
+            raise LayerError("truncated layer: the zstd stream ends early")
+
+
+_KNOWN_MEDIA_WORDS = ("tar",)
+
+
+def is_layer_media_type(media_type: str) -> bool:
+    """OCI and Docker layer media types (plain, gzip, zstd, foreign, non-distributable)."""
+    return any(word in media_type for word in _KNOWN_MEDIA_WORDS)
+
+
+class LayerReader:
+    """Feed one layer blob's raw bytes in any chunks, then `close()`; then read `record`.
+
+    Any `LayerError` leaves the reader failed: later calls raise again.
+    """
+
+    def __init__(
+        self,
+        media_type: str | None = None,
+        *,
+        want: Want = DEFAULT_WANT,
+        max_size: int = DEFAULT_MAX_SIZE,
+        max_file: int = DEFAULT_MAX_FILE,
+        max_total: int = DEFAULT_MAX_TOTAL,
+        head_size: int = DEFAULT_HEAD_SIZE,
+        max_heads: int = DEFAULT_MAX_HEADS,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> None:
+        if media_type is not None:
+            if not is_layer_media_type(media_type):
+                raise LayerError(f"not a layer media type: {media_type!r}")
+            if "zstd" in media_type and _zstd_module() is None:
+                raise LayerError(_NO_ZSTD)
+        self._max_size = max_size
+        self._tar = _Tar(want, max_file, max_total, head_size, max_heads, max_entries)
+        self._size = 0
+        self._sniff = bytearray()
+        self._codec: _Gunzip | _Unzstd | None = None
+        self._compression = ""
+        self._failed: LayerError | None = None
+        self._record: LayerRecord | None = None
+
+    @property
+    def record(self) -> LayerRecord:
+        if self._record is None:
+            raise RuntimeError("LayerReader.record is only there after a successful close()")
+        return self._record
+
+    def feed(self, chunk: bytes) -> None:
+        self._guard()
+        if not chunk:
+            return
+        try:
+            if not self._compression:
+                self._sniff += chunk
+                if len(self._sniff) < len(_ZSTD_MAGIC):
+                    return
+                chunk, self._sniff = bytes(self._sniff), bytearray()
+                self._choose(chunk)
+            self._dispatch(chunk)
+        except LayerError as e:
+            self._failed = e
+            raise
+
+    def close(self) -> None:
+        self._guard()
+        try:
+            if not self._compression:
+                data, self._sniff = bytes(self._sniff), bytearray()
+                self._choose(data)
+                self._dispatch(data)
+            if self._codec is not None:
+                self._codec.close()
+            self._tar.finish()
+        except LayerError as e:
+            self._failed = e
+            raise
+        t = self._tar
+        self._record = LayerRecord(
+            entries=tuple(t.entries),
+            whiteouts=tuple(t.whiteouts),
+            size=self._size,
+            captured=t.captured,
+            head_bytes=t.head_bytes,
+            skipped=tuple(t.skipped),
+            compression=self._compression,
+        )
+        self._failed = LayerError("LayerReader already closed")
+
+    def _guard(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+
+    def _choose(self, start: bytes) -> None:
+        if start.startswith(_GZIP_MAGIC):
+            self._compression = "gzip"
+            self._codec = _Gunzip(self._tar_bytes)
+        elif start.startswith(_ZSTD_MAGIC):
+            zstd = _zstd_module()
+            if zstd is None:
+                raise LayerError(_NO_ZSTD)
+            self._compression = "zstd"
+            self._codec = _Unzstd(zstd, self._tar_bytes)
+        else:
+            self._compression = "none"
+
+    def _dispatch(self, data: bytes) -> None:
+        if self._codec is None:
+            self._tar_bytes(data)
+        else:
+            self._codec.feed(data)
+
+    def _tar_bytes(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._max_size:
+            raise LayerError(f"layer is bigger than {self._max_size} bytes uncompressed")
+        self._tar.write(memoryview(data))
+
+
+def read_layer(
+    data: bytes | Iterable[bytes],
+    media_type: str | None = None,
+    *,
+    want: Want = DEFAULT_WANT,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> LayerRecord:
+    """Read a whole layer at once (bytes, or an iterable of chunks)."""
+    reader = LayerReader(media_type, want=want, max_size=max_size)
+    for chunk in [data] if isinstance(data, bytes) else data:
+        reader.feed(chunk)
+    reader.close()
+    return reader.record
+
+
+# --- the stacked filesystem --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Removal:
+    """How a version of a path left the final view: a whiteout or an opaque directory (or
+    replacing a directory it was in) `deleted` it; a later entry at the same path `replaced` it."""
+
+    layer: int
+    how: Literal["deleted", "replaced"]
+
+
+@dataclass(frozen=True)
+class Version:
+    """One appearance of a path in one layer, and what became of it."""
+
+    path: str
+    layer: int
+    entry: Entry
+    removed: Removal | None
+
+    @property
+    def present(self) -> bool:
+        return self.removed is None
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """The image as its layers stack up. Layer indexes are 0-based, bottom first."""
+
+    present: dict[str, Entry]
+    ever: dict[str, list[tuple[int, Entry]]]
+    layer_count: int = 0
+    removals: dict[tuple[str, int], Removal] = field(default_factory=dict, repr=False)
+    """(path, position in `ever[path]`) -> how that version left the final view."""
+
+    def history(self, path: str) -> list[Version]:
+        """Every version of `path`, bottom layer first, with what became of it."""
+        path = normalise_path(path)
+        return [
+            Version(path, layer, entry, self.removals.get((path, i)))
+            for i, (layer, entry) in enumerate(self.ever.get(path, []))
+        ]
+
+    def versions(self) -> Iterator[Version]:
+        """Every version of every path that was ever in the image."""
+        for path in self.ever:
+            yield from self.history(path)
+
+    def resolve(self, path: str) -> str:
+        """`path` with symlinks in the final view followed (within the image root)."""
+        todo = list(reversed(path.split("/")))
+        done: list[str] = []
+        hops = 0
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            here = "/".join([*done, part])
+            entry = self.present.get(here)
+            if entry is not None and entry.type is EntryType.SYMLINK:
+                hops += 1
+                if hops > _MAX_SYMLINK_HOPS:
+                    raise LayerError(f"too many levels of symbolic links at {path!r}")
+                if entry.linkname.startswith("/"):
+                    done = []
+                todo.extend(reversed(entry.linkname.split("/")))
+                continue
+            done.append(part)
+        return "/".join(done)
+
+    def lookup(self, path: str) -> Entry | None:
+        """The final-view entry at `path`, through symlinks and hardlinks."""
+        try:
+            entry = self.present.get(self.resolve(path))
+            if entry is not None and entry.type is EntryType.HARDLINK:
+                entry = self.present.get(self.resolve(entry.linkname))
+        except LayerError:
+            return None
+        return entry
+
+    def read(self, path: str) -> bytes | None:
+        """The final content of the file at `path`, if it exists and was kept."""
+        entry = self.lookup(path)
+        if entry is None or entry.type is not EntryType.FILE:
+            return None
+        return entry.content
+
+
+def merge(layers: Sequence[LayerRecord]) -> Filesystem:
+    """Stack layers bottom first. A layer's whiteouts act on the layers below it only."""
+    present: dict[str, tuple[Entry, int]] = {}  # path -> (entry, position in ever[path])
+    children: dict[str, set[str]] = {}
+    ever: dict[str, list[tuple[int, Entry]]] = {}
+    removals: dict[tuple[str, int], Removal] = {}
+
+    def remove(path: str, removal: Removal, keep_self: bool = False) -> None:
+        """Take `path` (unless keep_self) and everything under it out of the final view."""
+        below = Removal(removal.layer, "deleted")
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            if not (keep_self and p == path):
+                held = present.pop(p, None)
+                if held is not None:
+                    removals[(p, held[1])] = removal if p == path else below
+                    if p:
+                        children.get(_parent(p), set()).discard(p)
+            stack.extend(children.pop(p, ()))
+
+    for index, layer in enumerate(layers):
+        for whiteout in layer.whiteouts:
+            remove(whiteout.path, Removal(index, "deleted"), keep_self=whiteout.opaque)
+        for entry in layer.entries:
+            held = present.get(entry.path)
+            if held is not None:
+                both_dirs = held[0].type is EntryType.DIR and entry.type is EntryType.DIR
+                if not both_dirs:
+                    remove(entry.path, Removal(index, "replaced"))
+            versions = ever.setdefault(entry.path, [])
+            versions.append((index, entry))
+            present[entry.path] = (entry, len(versions) - 1)
+            children.setdefault(_parent(entry.path), set()).add(entry.path)
+    return Filesystem(
+        present={path: held[0] for path, held in present.items()},
+        ever=ever,
+        layer_count=len(layers),
+        removals=removals,
+    )
+
+
+# --- os-release --------------------------------------------------------------------------------
+
+_OS_RELEASE_LINE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+_DQ_ESCAPE = re.compile(r"\\([\\$\"`])")
+_REDHAT_RELEASE = re.compile(r"^(?P<name>.*?) release (?P<version>[0-9][0-9.]*)")
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """`KEY=value` lines; values unquoted, 'single-' or "double-quoted"; `#` comments."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _OS_RELEASE_LINE.fullmatch(line.rstrip())
+        if not m:
+            continue
+        key, value = m.group(1), m.group(2).strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = _DQ_ESCAPE.sub(r"\1", value[1:-1])
+        elif len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip().strip("\"'")
+        out[key] = value
+    return out
+
+
+def os_release(fs: Filesystem) -> dict[str, str] | None:
+    """The base OS as os-release keys (`ID`, `VERSION_ID`, …), or None when it cannot be told.
+
+    Reads `etc/os-release`, then `usr/lib/os-release`; without either, `etc/alpine-release`,
+    `etc/debian_version` and `etc/redhat-release` / `etc/centos-release` give `ID` and, where
+    they hold one, `VERSION_ID`.
+    """
+    for path in ("etc/os-release", "usr/lib/os-release"):
+        data = fs.read(path)
+        if data is not None:
+            parsed = parse_os_release(data.decode("utf-8", "replace"))
+            if parsed.get("ID"):
+                return parsed
+    alpine = _first_line(fs.read("etc/alpine-release"))
+    if alpine:
+        return {"ID": "alpine", "NAME": "Alpine Linux", "VERSION_ID": alpine}
+    debian = _first_line(fs.read("etc/debian_version"))
+    if debian:
+        out = {"ID": "debian", "NAME": "Debian GNU/Linux"}
+        if debian[:1].isdigit():
+            out["VERSION_ID"] = debian
+        return out
+    for path in ("etc/centos-release", "etc/redhat-release"):
+        m = _REDHAT_RELEASE.match(_first_line(fs.read(path)))
+        if m:
+            name = m["name"]
+            distro = "centos" if name.lower().startswith("centos") else "rhel"
+            return {"ID": distro, "NAME": name, "VERSION_ID": m["version"]}
+    return None
+
+
+def _first_line(data: bytes | None) -> str:
+    if not data:
+        return ""
+    lines = data.decode("utf-8", "replace").strip().splitlines()
+    return lines[0].strip() if lines else ""

@@ -154,6 +154,10 @@ class Registry(Section):
     timeout: float = Field(10.0, gt=0)
     #: Largest manifest or config blob the bot will read.
     max_blob_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: Most compressed layer bytes read for one image, and seconds spent streaming them; past
+    #: either the layer checks report what they could not read instead of guessing.
+    max_image_bytes: int = Field(2 * 1024**3, ge=1024)
+    scan_timeout: float = Field(120.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -284,6 +288,10 @@ class Checks(Section):
     mutable_tags: tuple[str, ...] = ("latest",)
     #: Check ids to turn off entirely.
     disabled: tuple[str, ...] = ()
+    #: Stream the layers (for the miner, secret, end-of-life and package checks).
+    scan_layers: bool = True
+    #: `stale-image` reports images built longer ago than this.
+    max_age_days: int = Field(180, ge=1)
 
 
 class Settings(BaseSettings):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bot.events import DIGEST_PATTERN, REPOSITORY_PATTERN
+from bot.layers import Filesystem
 
 _REF = re.compile(
     r"^(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?)/(?P<repo>[a-z0-9._/-]+?)"
@@ -46,6 +48,11 @@ class PlatformConfig:
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    created: datetime | None = None
+    #: The merged layers, when they were streamed (None: not scanned).
+    filesystem: Filesystem | None = None
+    #: Why the layers could not be read, when they could not.
+    layer_error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.announce import Announcer, Push
-from bot.checks.hygiene import HygienePolicy, run_hygiene
+from bot.checks.hygiene import HygienePolicy, run_image_checks
 from bot.clock import Clock
 from bot.config import Settings
 from bot.events import ImageDeleted, ImagePushed
@@ -21,6 +21,14 @@ from bot.store import images
 from bot.worker import Apply, PermanentError
 
 log = logging.getLogger(__name__)
+
+
+def policy_from(settings: Settings) -> HygienePolicy:
+    return HygienePolicy(
+        mutable_tags=settings.checks.mutable_tags,
+        disabled=frozenset(settings.checks.disabled),
+        max_age_days=settings.checks.max_age_days,
+    )
 
 
 class Pipeline:
@@ -37,9 +45,8 @@ class Pipeline:
         self._announcer = announcer
         self._client = registry_client
         self._clock = clock
-        self._policy = HygienePolicy(
-            mutable_tags=settings.checks.mutable_tags, disabled=frozenset(settings.checks.disabled)
-        )
+        self._policy = policy_from(settings)
+        registry_client.scan_layers = settings.checks.scan_layers
 
     async def __call__(self, source: str, event: ImagePushed | ImageDeleted) -> Apply:
         if isinstance(event, ImagePushed):
@@ -56,7 +63,7 @@ class Pipeline:
             facts = await self._client.image_facts(registry, event.repository, reference, event.tag)
         except PermanentRegistryError as exc:
             raise PermanentError(str(exc)) from exc
-        findings = run_hygiene(facts, self._policy)
+        findings = run_image_checks(facts, self._policy, self._clock.now())
         route = route_repository(
             self._settings.teams, event.repository, self._settings.slack.fallback_channel
         )

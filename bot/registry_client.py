@@ -13,15 +13,18 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
 
+from bot.checks.layers import parse_created
 from bot.config import Registry
 from bot.images import ImageFacts, PlatformConfig
+from bot.layers import Filesystem, LayerError, LayerReader, LayerRecord, is_layer_media_type, merge
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,9 @@ class RegistryClient:
     def __init__(self) -> None:
         self._http: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str], _Token] = {}
-        self._facts: dict[tuple[str, str, str | None], ImageFacts] = {}
+        self._facts: dict[tuple[str, str, str], ImageFacts] = {}
+        self._layers: dict[str, LayerRecord] = {}
+        self.scan_layers = True
 
     async def open(self) -> None:
         self._http = aiohttp.ClientSession(
@@ -87,9 +92,9 @@ class RegistryClient:
         self, registry: Registry, repository: str, reference: str, tag: str | None
     ) -> ImageFacts:
         """Manifest (every platform of an index) plus each platform's config."""
-        cache_key = (registry.name, f"{repository}@{reference}", tag)
-        if reference.startswith("sha256:") and cache_key in self._facts:
-            return self._facts[cache_key]
+        cached = self._facts.get((registry.name, repository, reference))
+        if cached is not None:
+            return replace(cached, tag=tag)
         body, media_type, digest = await self._manifest(registry, repository, reference)
         doc = _json(body, "manifest")
         if media_type in INDEX_TYPES:
@@ -106,9 +111,10 @@ class RegistryClient:
             media_type=media_type,
             platforms=tuple(platforms),
         )
-        if len(self._facts) > 2048:
-            self._facts.clear()
-        self._facts[(registry.name, f"{repository}@{digest}", tag)] = facts
+        # Content-addressed: a digest is read and scanned once, whatever tags point at it.
+        if len(self._facts) >= 1024:
+            self._facts.pop(next(iter(self._facts)))
+        self._facts[(registry.name, repository, digest)] = facts
         return facts
 
     async def _index_platforms(
@@ -145,7 +151,11 @@ class RegistryClient:
             raise PermanentRegistryError("manifest has no config descriptor")
         blob = await self.blob(registry, repository, _digest(config_desc.get("digest")))
         config = _json(blob, "image config")
-        return _platform_config(config, manifest_digest, platform)
+        found = _platform_config(config, manifest_digest, platform)
+        if not self.scan_layers:
+            return found
+        filesystem, error = await self._filesystem(registry, repository, manifest)
+        return replace(found, filesystem=filesystem, layer_error=error)
 
     async def _manifest(
         self, registry: Registry, repository: str, reference: str
@@ -172,37 +182,98 @@ class RegistryClient:
     async def _get(
         self, registry: Registry, repository: str, path: str, headers: Mapping[str, str]
     ) -> tuple[bytes, Mapping[str, str]]:
+        try:
+            async with self._open(registry, repository, path, headers) as resp:
+                return await _read_capped(resp, registry.max_blob_bytes), resp.headers
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise _transient(registry, path, exc) from None
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        registry: Registry,
+        repository: str,
+        path: str,
+        headers: Mapping[str, str],
+        total_seconds: float | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET from the registry: its auth challenge answered, redirects followed to allowed
+        hosts only, errors raised; yields the response with its body unread."""
         url = registry.base_url + path
         scope = f"repository:{repository}:pull"
         auth = await self._auth_header(registry, scope, None)
+        client_timeout = (
+            aiohttp.ClientTimeout(
+                total=total_seconds, sock_read=registry.timeout, sock_connect=registry.timeout
+            )
+            if total_seconds
+            else aiohttp.ClientTimeout(total=registry.timeout)
+        )
         for _ in range(MAX_REDIRECTS + 2):
             _check_host(registry, url)
             req_headers = dict(headers)
             if auth and urlsplit(url).netloc == urlsplit(registry.base_url).netloc:
                 req_headers["Authorization"] = auth
-            try:
-                async with self._session.get(
-                    url,
-                    headers=req_headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=registry.timeout),
-                ) as resp:
-                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                        url = urljoin(url, resp.headers["Location"])
+            async with self._session.get(
+                url, headers=req_headers, allow_redirects=False, timeout=client_timeout
+            ) as resp:
+                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                    url = urljoin(url, resp.headers["Location"])
+                    continue
+                if resp.status == 401 and "WWW-Authenticate" in resp.headers and not auth:
+                    auth = await self._auth_header(
+                        registry, scope, resp.headers["WWW-Authenticate"]
+                    )
+                    if auth:
                         continue
-                    if resp.status == 401 and "WWW-Authenticate" in resp.headers and not auth:
-                        challenge = resp.headers["WWW-Authenticate"]
-                        auth = await self._auth_header(registry, scope, challenge)
-                        if auth:
-                            continue
-                    await _raise_for_status(resp, path)
-                    body = await _read_capped(resp, registry.max_blob_bytes)
-                    return body, resp.headers
-            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                raise RegistryError(
-                    f"{registry.name}: {path}: {type(exc).__name__}: {exc}".rstrip(": ")
-                ) from None
+                await _raise_for_status(resp, path)
+                yield resp
+                return
         raise PermanentRegistryError(f"{registry.name}: {path}: too many redirects")
+
+    async def _filesystem(
+        self, registry: Registry, repository: str, manifest: dict[str, Any]
+    ) -> tuple[Filesystem | None, str | None]:
+        """Stream every layer into the reader; (merged filesystem, None) or (None, why not)."""
+        descriptors = [d for d in manifest.get("layers") or [] if isinstance(d, dict)]
+        budget = _Budget(registry.max_image_bytes, time.monotonic() + registry.scan_timeout)
+        records = []
+        try:
+            for desc in descriptors:
+                records.append(await self._layer(registry, repository, desc, budget))
+        except (LayerError, _BudgetExceeded) as exc:
+            return None, str(exc)
+        return merge(records), None
+
+    async def _layer(
+        self, registry: Registry, repository: str, desc: dict[str, Any], budget: _Budget
+    ) -> LayerRecord:
+        digest = _digest(desc.get("digest"))
+        cached = self._layers.get(digest)
+        if cached is not None:
+            return cached
+        media_type = str(desc.get("mediaType") or "")
+        if media_type and not is_layer_media_type(media_type):
+            raise LayerError(f"layer {digest[:19]} has media type {media_type!r}")
+        reader = LayerReader(media_type or None)
+        hasher = hashlib.sha256()
+        path = f"/v2/{repository}/blobs/{digest}"
+        try:
+            async with self._open(registry, repository, path, {}, budget.seconds_left()) as resp:
+                async for chunk in resp.content.iter_chunked(256 * 1024):
+                    budget.spend(len(chunk))
+                    hasher.update(chunk)
+                    reader.feed(chunk)
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise _transient(registry, path, exc) from None
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise PermanentRegistryError(f"layer digest mismatch: asked {digest}")
+        reader.close()
+        record = reader.record
+        if len(self._layers) >= 256:
+            self._layers.pop(next(iter(self._layers)))
+        self._layers[digest] = record
+        return record
 
     async def _auth_header(
         self, registry: Registry, scope: str, challenge: str | None
@@ -346,6 +417,7 @@ def _platform_config(config: dict[str, Any], manifest_digest: str, platform: Any
         str(p) for p in (plat.get("os"), plat.get("architecture"), plat.get("variant")) if p
     )
     labels = inner.get("Labels") or {}
+    created = config.get("created")
     return PlatformConfig(
         platform=name or "unknown",
         manifest_digest=manifest_digest,
@@ -356,4 +428,34 @@ def _platform_config(config: dict[str, Any], manifest_digest: str, platform: Any
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items()))
         if isinstance(labels, dict)
         else (),
+        created=parse_created(created) if isinstance(created, str) else None,
     )
+
+
+class _BudgetExceeded(Exception):
+    pass
+
+
+@dataclass
+class _Budget:
+    """What one image may cost to scan: bytes and wall time across all its layers."""
+
+    bytes_left: int
+    deadline: float
+
+    def spend(self, n: int) -> None:
+        self.bytes_left -= n
+        if self.bytes_left < 0:
+            raise _BudgetExceeded("layers larger than max_image_bytes; not scanned")
+        if time.monotonic() > self.deadline:
+            raise _BudgetExceeded("layers took longer than scan_timeout; not scanned")
+
+    def seconds_left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _BudgetExceeded("layers took longer than scan_timeout; not scanned")
+        return left
+
+
+def _transient(registry: Registry, path: str, exc: BaseException) -> RegistryError:
+    return RegistryError(f"{registry.name}: {path}: {type(exc).__name__}: {exc}".rstrip(": "))

@@ -16,11 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from bot.app import build, web_app
-from bot.checks.hygiene import HygienePolicy, run_hygiene
+from bot.checks.hygiene import run_image_checks
 from bot.config import ConfigError, Settings, load_settings
 from bot.db import Database, migrate
 from bot.findings import Severity, worst_first
 from bot.images import ImageRef
+from bot.pipeline import policy_from
 from bot.registry_client import RegistryClient, RegistryError
 from bot.store import inbox
 
@@ -152,6 +153,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 async def _scan(settings: Settings, registry: Any, ref: ImageRef, args: argparse.Namespace) -> int:
     client = RegistryClient()
+    client.scan_layers = settings.checks.scan_layers
     await client.open()
     try:
         facts = await client.image_facts(registry, ref.repository, ref.reference, ref.tag)
@@ -160,8 +162,7 @@ async def _scan(settings: Settings, registry: Any, ref: ImageRef, args: argparse
         return EXIT_ERROR
     finally:
         await client.close()
-    policy = HygienePolicy(settings.checks.mutable_tags, frozenset(settings.checks.disabled))
-    findings = worst_first(run_hygiene(facts, policy))
+    findings = worst_first(run_image_checks(facts, policy_from(settings), datetime.now(UTC)))
     if args.format == "json":
         out = {
             "image": args.image,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import handlers
 from bot.app import Runtime, build, web_app
 from bot.store import inbox
 from tests.conftest import WEBHOOK_SECRET, make_settings, slack_section
-from tests.support.oci import ImageSpec, write_index_layout, write_layout
+from tests.support.oci import SUPPORTED_FILES, ImageSpec, write_index_layout, write_layout
 from tests.support.services import Registry, free_port, skopeo_push, start_registry
 from tests.support.slack_standin import SlackStandIn
 
@@ -63,6 +64,13 @@ async def stack(
         await server.close()
 
 
+def clean() -> ImageSpec:
+    """No finding at all: non-root, a supported base, built today."""
+    return ImageSpec(
+        user="10001:10001", files=SUPPORTED_FILES, created=datetime.now(UTC).isoformat()
+    )
+
+
 def _texts(call: Any) -> str:
     return json.dumps(call.args.get("blocks")) + call.args.get("text", "")
 
@@ -87,7 +95,7 @@ async def test_clean_image_in_unowned_repository_goes_to_fallback_when_clean_pus
     stack: Callable[..., Any], slack: SlackStandIn, tmp_path: Path
 ) -> None:
     registry, _ = await stack(slack_extra={"announce_clean_pushes": True})
-    write_layout(tmp_path / "layout", {"1.0": ImageSpec(user="10001:10001")})
+    write_layout(tmp_path / "layout", {"1.0": clean()})
     skopeo_push(tmp_path / "layout", "1.0", f"{registry.host}/other/svc:1.0", fmt="v2s2")
 
     [call] = await slack.wait_for("chat.postMessage", 1, timeout=10)
@@ -101,7 +109,7 @@ async def test_clean_image_is_not_announced_by_default(
     stack: Callable[..., Any], slack: SlackStandIn, tmp_path: Path
 ) -> None:
     registry, runtime = await stack()
-    write_layout(tmp_path / "layout", {"1.0": ImageSpec(user="10001:10001"), "2.0": ImageSpec()})
+    write_layout(tmp_path / "layout", {"1.0": clean(), "2.0": ImageSpec()})
     skopeo_push(tmp_path / "layout", "1.0", f"{registry.host}/team-a/clean:1.0")
     skopeo_push(tmp_path / "layout", "2.0", f"{registry.host}/team-a/rooted:2.0")
 
@@ -134,3 +142,32 @@ async def test_index_push_checks_every_platform(
     assert index.removeprefix("sha256:")[:12] in body
     assert "runs-as-root" in body and "linux/arm64/v8" in body
     assert "linux/amd64: " not in body  # only the root platform is named in the finding
+
+
+async def test_miner_and_key_deleted_in_a_later_layer_and_an_eol_base_are_reported(
+    stack: Callable[..., Any], slack: SlackStandIn, tmp_path: Path
+) -> None:
+    registry, _ = await stack()
+    credentials = (
+        b"[default]\naws_access_key_id = AKIA"
+        + b"Q3ZD5MPL7ZK2R4TB\n"
+        + (b"aws_secret_access_key = " + b"x9Rk2" * 8 + b"\n")
+    )
+    spec = ImageSpec(
+        user="10001",
+        files={
+            "etc/os-release": b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.12.12\n',
+            "usr/local/bin/xmrig": b"\x7fELF fake miner build",
+            "root/.aws/credentials": credentials,
+        },
+        extra_layers=[{"usr/local/bin/.wh.xmrig": b"", "root/.aws/.wh.credentials": b""}],
+    )
+    write_layout(tmp_path / "layout", {"3.12": spec})
+    skopeo_push(tmp_path / "layout", "3.12", f"{registry.host}/team-a/legacy:3.12")
+
+    [call] = await slack.wait_for("chat.postMessage", 1, timeout=10)
+    body = _texts(call)
+    for check in ("miner-in-layers", "secret-in-layers", "eol-base-os"):
+        assert check in body
+    assert "x9Rk2x9Rk2" not in body and "Q3ZD5MPL7ZK2R4TB" not in body  # secrets stay masked
+    assert "still in the image history" in body

@@ -37,8 +37,11 @@ def _headers(kind: str, fixture: Path, body: bytes) -> tuple[dict[str, str], str
     headers = {"Content-Type": "application/json"}
     sibling = fixture.with_suffix(".headers.json")
     if sibling.exists() and kind == "ghcr":
-        headers |= {k: v for k, v in json.loads(sibling.read_text()).items()
-                    if k.lower().startswith("x-github")}
+        headers |= {
+            k: v
+            for k, v in json.loads(sibling.read_text()).items()
+            if k.lower().startswith("x-github")
+        }
     if kind in ("distribution", "gitlab", "ecr"):
         headers["Authorization"] = f"Bearer {WEBHOOK_SECRET}"
     elif kind == "harbor":
@@ -82,8 +85,9 @@ async def test_real_push_payload_reaches_the_team_channel(  # type: ignore[no-un
         settings = make_settings(
             sqlite_url,
             slack=slack_section(slack),
-            registries=[{"name": "src", "kind": kind, "url": fake.url,
-                         "webhook_secret": WEBHOOK_SECRET}],
+            registries=[
+                {"name": "src", "kind": kind, "url": fake.url, "webhook_secret": WEBHOOK_SECRET}
+            ],
             teams=[{"name": "t", "channel": "#t", "repositories": ["*", "*/*", "*/*/*"]}],
         )
         client, _ = await app_client(settings)
@@ -109,8 +113,14 @@ async def test_wrong_secret_is_refused_for_every_kind(  # type: ignore[no-untype
     settings = make_settings(
         sqlite_url,
         worker={"concurrency": 0},
-        registries=[{"name": "src", "kind": kind, "url": "http://127.0.0.1:9",
-                     "webhook_secret": "another-secret"}],
+        registries=[
+            {
+                "name": "src",
+                "kind": kind,
+                "url": "http://127.0.0.1:9",
+                "webhook_secret": "another-secret",
+            }
+        ],
     )
     client, _ = await app_client(settings)
     fixture = FIXTURES / CASES[kind]

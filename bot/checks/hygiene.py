@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from fnmatch import fnmatchcase
 
 from bot.checks.entrypoint import suspicious_entrypoint
+from bot.checks.layers import LayerFacts, LayerPolicy, run_layer_checks
 from bot.checks.secrets import secret_in_config
 from bot.findings import Finding, Severity
 from bot.images import ImageFacts, PlatformConfig
@@ -16,6 +18,7 @@ from bot.images import ImageFacts, PlatformConfig
 class HygienePolicy:
     mutable_tags: tuple[str, ...] = ("latest",)
     disabled: frozenset[str] = frozenset()
+    max_age_days: int = 180
 
 
 def _is_root(user: str) -> bool:
@@ -75,3 +78,29 @@ def run_hygiene(facts: ImageFacts, policy: HygienePolicy) -> list[Finding]:
         if check_id not in policy.disabled:
             findings.extend(check(facts, policy))
     return findings
+
+
+def run_image_checks(facts: ImageFacts, policy: HygienePolicy, now: datetime) -> list[Finding]:
+    """Config checks on the image, layer checks on each platform's files, one finding per key."""
+    findings = run_hygiene(facts, policy)
+    layer_policy = LayerPolicy(max_age_days=policy.max_age_days, disabled=policy.disabled)
+    for platform in facts.platforms:
+        if platform.filesystem is not None:
+            layer_facts = LayerFacts(platform.filesystem, platform.created, now)
+            findings.extend(run_layer_checks(layer_facts, layer_policy))
+        elif platform.layer_error and "scan-incomplete" not in policy.disabled:
+            findings.append(
+                Finding(
+                    check_id="scan-incomplete",
+                    severity=Severity.INFO,
+                    title="Layers not scanned",
+                    detail=f"{platform.platform}: {platform.layer_error}",
+                    remediation="Raise max_image_bytes or scan_timeout for this registry, "
+                    "or check the registry's health.",
+                )
+            )
+    unique: dict[str, Finding] = {}
+    for f in findings:
+        if f.key not in unique or f.severity.rank > unique[f.key].severity.rank:
+            unique[f.key] = f
+    return list(unique.values())

@@ -40,6 +40,12 @@ DEFAULT_FILES: Mapping[str, bytes] = {
     "etc/alpine-release": b"3.19.1\n",
 }
 
+#: A base that is supported on 2026-12-01 (Alpine 3.22 reaches end of life in 2027).
+SUPPORTED_FILES: dict[str, bytes] = {
+    "etc/os-release": b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.22.1\n',
+    "etc/alpine-release": b"3.22.1\n",
+}
+
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -57,6 +63,8 @@ class ImageSpec:
     os: str = "linux"
     variant: str | None = None
     extra_layers: Sequence[Mapping[str, bytes]] = ()
+    #: The config's "created" (RFC 3339); the default keeps digests stable across runs.
+    created: str = FIXED_CREATED
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -173,7 +181,7 @@ class _Layout:
         config: dict[str, Any] = {
             "architecture": spec.architecture,
             "os": spec.os,
-            "created": FIXED_CREATED,
+            "created": spec.created,
             "config": run_config,
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "history": history,

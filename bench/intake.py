@@ -76,8 +76,8 @@ webhook_secret = "{TOKEN}"
 """
 
 
-async def wait_up(port: int, path: str = "/healthz", timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_up(port: int, path: str = "/healthz", limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             try:

@@ -10,14 +10,16 @@ not posted. Everything here runs inside the worker's transaction, so it happens 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
+from bot.events import RuntimeAlert
 from bot.findings import Finding, Severity
 from bot.models import Alert, DecisionRow, SlackMessage, Suppression, TrackedFinding
 from bot.slack import render
@@ -44,6 +46,7 @@ class Announcer:
         self, session: AsyncSession, push: Push, findings: Sequence[Finding], now: datetime
     ) -> None:
         ctx = push.context
+        await tracking.lock_subject(session, f"{ctx.registry}/{ctx.repository}")
         known = {
             (t.check_id, t.package): t
             for t in await tracking.tracked_for(session, ctx.registry, ctx.repository, lock=True)
@@ -205,31 +208,107 @@ class Announcer:
                 session, parent, key=f"fixed:{parent.id}:{where}", message=msg, now=now
             )
 
+    async def record_runtime(
+        self,
+        session: AsyncSession,
+        alert: RuntimeAlert,
+        team: str | None,
+        channel: str,
+        now: datetime,
+    ) -> None:
+        """One message per rule and team per window, counting pods as the rule spreads."""
+        falco = self._settings.falco
+        subject = f"falco:{team or '-'}:{alert.rule}"[:400]
+        await tracking.lock_subject(session, subject)
+        since = now - timedelta(minutes=falco.window_minutes)
+        message = await tracking.recent_post(session, subject, since)
+        if message is None:
+            ctx = render.RuntimeContext(
+                rule=alert.rule,
+                priority=alert.priority,
+                severity=falco_severity(alert),
+                team=team,
+                first_at=alert.time.isoformat(),
+                last_at=alert.time.isoformat(),
+                output=alert.output[:1500],
+                pods=_one(alert.pod),
+                workloads=_one(alert.workload),
+                namespaces=_one(alert.namespace),
+                images=_one(alert.image),
+            )
+            message = await outbox.add_post(
+                session,
+                key=f"falco:{alert.delivery_id}",
+                channel=channel,
+                subject=subject,
+                context=json.dumps(ctx.to_json(), sort_keys=True),
+                now=now,
+                available_at=now,
+            )
+            if message is None:
+                return
+        else:
+            ctx = _spread(
+                render.RuntimeContext.from_json(json.loads(message.context or "{}")), alert
+            )
+            await tracking.set_message_content(
+                session, message.id, text=message.text, blocks=[], context=ctx.to_json()
+            )
+        if self._pages(ctx) and await tracking.alert_for_message(session, message.id) is None:
+            session.add(
+                Alert(
+                    message_id=message.id,
+                    team=team,
+                    summary=f"{ctx.severity} {ctx.rule}"[:400],
+                    created_at=now,
+                    level=0,
+                    next_escalation_at=now + timedelta(seconds=self._settings.alerts.ack_timeout),
+                )
+            )
+            await session.flush()
+        await self.redraw(session, message.id, now)
+
+    def _pages(self, ctx: render.RuntimeContext) -> bool:
+        if ctx.severity.rank >= self._page_rank or is_mining(ctx.rule, ctx.output):
+            return True
+        correlated = len(ctx.pods) >= self._settings.falco.correlate_pods
+        return correlated and ctx.severity.rank >= Severity.HIGH.rank
+
     async def redraw(self, session: AsyncSession, message_id: int, now: datetime) -> None:
-        """Draw a push message again from what is stored now, and owe Slack the new version."""
+        """Draw a message again from what is stored now, and owe Slack the new version."""
         message = await tracking.message(session, message_id)
         if message is None or message.kind != "post" or message.context is None:
             return
-        ctx = render.PushContext.from_json(json.loads(message.context))
-        rows = await tracking.on_message(session, message_id)
-        views = await self.views(session, rows, now)
+        data = json.loads(message.context)
         alert = await tracking.alert_for_message(session, message_id)
         note = None
         if alert is not None and alert.acked_by:
             at = render.when(alert.acked_at or now)
             note = f":eyes: Acknowledged by {render.user(alert.acked_by)} {at}"
-        drawn = render.push_message(
-            ctx,
-            views,
-            message_id=message_id,
-            page=alert is not None and not alert.acked_by,
-            alert_note=note,
-        )
-        if message.status == outbox.PENDING:
-            await tracking.set_message_content(
-                session, message_id, text=drawn.text, blocks=drawn.blocks
+        page = alert is not None and not alert.acked_by
+        if data.get("kind") == "runtime":
+            rctx = render.RuntimeContext.from_json(data)
+            falco = self._settings.falco
+            drawn = render.runtime_message(
+                rctx,
+                message_id=message_id,
+                page=page,
+                alert_note=note,
+                correlated=len(rctx.pods) >= falco.correlate_pods,
+                window_minutes=falco.window_minutes,
             )
         else:
+            ctx = render.PushContext.from_json(data)
+            rows = await tracking.on_message(session, message_id)
+            views = await self.views(session, rows, now)
+            drawn = render.push_message(
+                ctx, views, message_id=message_id, page=page, alert_note=note
+            )
+        # Not sent yet: the message itself changes. Taken by delivery meanwhile: owe an update.
+        rewritten = message.status == outbox.PENDING and await tracking.set_message_content(
+            session, message_id, text=drawn.text, blocks=drawn.blocks, only_if_pending=True
+        )
+        if not rewritten:
             await outbox.add_update(session, message, drawn.text, drawn.blocks, now)
 
     async def views(
@@ -245,6 +324,52 @@ class Announcer:
             if d.finding_id is not None:
                 decs[d.finding_id].append(d)
         return [_view_with_decisions(r, sups[r.id], decs[r.id], now) for r in rows]
+
+
+FALCO_SEVERITY = {
+    "emergency": Severity.CRITICAL,
+    "alert": Severity.CRITICAL,
+    "critical": Severity.CRITICAL,
+    "error": Severity.HIGH,
+    "warning": Severity.MEDIUM,
+    "notice": Severity.LOW,
+    "informational": Severity.LOW,
+    "info": Severity.LOW,
+    "debug": Severity.INFO,
+}
+_MINING = re.compile(r"mining|miner|crypto ?jack|stratum\+|xmrig", re.IGNORECASE)
+
+
+def is_mining(rule: str, output: str) -> bool:
+    """Crypto-mining rules and outbound connections to pools are always critical and page."""
+    return bool(_MINING.search(rule) or _MINING.search(output))
+
+
+def falco_severity(alert: RuntimeAlert) -> Severity:
+    if is_mining(alert.rule, alert.output):
+        return Severity.CRITICAL
+    return FALCO_SEVERITY.get(alert.priority.lower(), Severity.MEDIUM)
+
+
+def _one(value: str | None) -> tuple[str, ...]:
+    return (value,) if value else ()
+
+
+def _spread(ctx: render.RuntimeContext, alert: RuntimeAlert) -> render.RuntimeContext:
+    def add(values: tuple[str, ...], value: str | None) -> tuple[str, ...]:
+        return values if not value or value in values else (*values, value)[-200:]
+
+    severity = max(ctx.severity, falco_severity(alert), key=lambda s: s.rank)
+    return replace(
+        ctx,
+        count=ctx.count + 1,
+        last_at=alert.time.isoformat(),
+        severity=severity,
+        pods=add(ctx.pods, alert.pod),
+        workloads=add(ctx.workloads, alert.workload),
+        namespaces=add(ctx.namespaces, alert.namespace),
+        images=add(ctx.images, alert.image),
+    )
 
 
 def _covers(s: Suppression, row: TrackedFinding, digest: str) -> bool:

@@ -271,6 +271,24 @@ class PatchHook(Section):
         return self
 
 
+class Falco(Section):
+    #: When set, /hooks/falco requires `Authorization: Bearer <token>`.
+    token: SecretStr | None = None
+    #: The same rule in this many distinct pods within `window_minutes` is one correlated
+    #: alert ("in 14 pods across 5 services"), followed in one message instead of many.
+    correlate_pods: int = Field(5, ge=2)
+    window_minutes: float = Field(10.0, gt=0)
+    #: Falco priorities at or above this page on-call (mining rules always do).
+    page_priority: Literal[
+        "emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug"
+    ] = "critical"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("token",))
+
+
 class Worker(Section):
     concurrency: int = Field(4, ge=0)
     max_attempts: int = Field(5, ge=1)
@@ -312,6 +330,7 @@ class Settings(BaseSettings):
     worker: Worker = Worker()
     checks: Checks = Checks()
     alerts: Alerts = Alerts()
+    falco: Falco = Falco()
     digest: Digest = Digest()
     patch_hooks: tuple[PatchHook, ...] = ()
 

@@ -57,13 +57,30 @@ class ImageDeleted(DomainEvent):
     tag: str | None = Field(None, pattern=TAG_PATTERN)
 
 
-AnyEvent = Annotated[ImagePushed | ImageDeleted, Field(discriminator="type")]
-EVENT_ADAPTER: TypeAdapter[ImagePushed | ImageDeleted] = TypeAdapter(AnyEvent)
+class RuntimeAlert(DomainEvent):
+    """A runtime detection (Falco) in a pod."""
+
+    type: Literal["runtime.alert"] = "runtime.alert"
+    rule: str = Field(min_length=1, max_length=200)
+    priority: str = Field(max_length=32)
+    output: str = Field(max_length=4000)
+    time: datetime
+    namespace: str | None = Field(None, max_length=253)
+    pod: str | None = Field(None, max_length=253)
+    workload: str | None = Field(None, max_length=253)
+    image: str | None = Field(None, max_length=512)
+    hostname: str | None = Field(None, max_length=253)
+    tags: tuple[str, ...] = ()
 
 
-def dump_event(event: ImagePushed | ImageDeleted) -> str:
+Event = ImagePushed | ImageDeleted | RuntimeAlert
+AnyEvent = Annotated[Event, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+
+
+def dump_event(event: Event) -> str:
     return event.model_dump_json()
 
 
-def load_event(data: str | bytes) -> ImagePushed | ImageDeleted:
+def load_event(data: str | bytes) -> Event:
     return EVENT_ADAPTER.validate_json(data)

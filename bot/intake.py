@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from bot.clock import Clock
 from bot.db import Database
-from bot.events import ImageDeleted, ImagePushed, dump_event
+from bot.events import Event, dump_event
 from bot.metrics import Metrics
 from bot.store import inbox
 
@@ -52,7 +52,7 @@ class Intake:
         #: Set after each commit so idle workers start at once instead of at their next poll.
         self.new_work = asyncio.Event()
 
-    async def accept(self, source: str, events: Sequence[ImagePushed | ImageDeleted]) -> Accepted:
+    async def accept(self, source: str, events: Sequence[Event]) -> Accepted:
         """Store events durably (dedup by source and delivery id); raise IntakeUnavailable."""
         rows = [inbox.NewEvent(source, e.delivery_id, e.type, dump_event(e)) for e in events]
         if not rows:

@@ -7,15 +7,15 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.announce import Announcer, Push
+from bot.announce import Announcer, Push, falco_severity
 from bot.checks.hygiene import HygienePolicy, run_image_checks
 from bot.clock import Clock
 from bot.config import Settings
-from bot.events import ImageDeleted, ImagePushed
+from bot.events import Event, ImageDeleted, ImagePushed, RuntimeAlert
 from bot.findings import Finding
 from bot.images import ImageFacts
 from bot.registry_client import PermanentRegistryError, RegistryClient
-from bot.routing import route_repository
+from bot.routing import route_namespace, route_repository
 from bot.slack import render
 from bot.store import images
 from bot.worker import Apply, PermanentError
@@ -48,10 +48,22 @@ class Pipeline:
         self._policy = policy_from(settings)
         registry_client.scan_layers = settings.checks.scan_layers
 
-    async def __call__(self, source: str, event: ImagePushed | ImageDeleted) -> Apply:
+    async def __call__(self, source: str, event: Event) -> Apply:
         if isinstance(event, ImagePushed):
             return await self._pushed(event)
+        if isinstance(event, RuntimeAlert):
+            return partial(self._runtime, event)
         return partial(self._deleted, event)
+
+    async def _runtime(self, event: RuntimeAlert, session: AsyncSession) -> None:
+        route = route_namespace(
+            self._settings.teams, event.namespace, self._settings.slack.fallback_channel
+        )
+        team = self._settings.team(route.team)
+        channel = route.channel
+        if team is not None and team.critical_channel and falco_severity(event).rank >= 4:
+            channel = team.critical_channel
+        await self._announcer.record_runtime(session, event, route.team, channel, self._clock.now())
 
     async def _pushed(self, event: ImagePushed) -> Apply:
         registry = self._settings.registry(event.registry)

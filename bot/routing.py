@@ -21,3 +21,11 @@ def route_repository(teams: Sequence[Team], repository: str, fallback_channel: s
         if any(fnmatchcase(repository, pattern) for pattern in team.repositories):
             return Route(team.name, team.channel)
     return Route(None, fallback_channel)
+
+
+def route_namespace(teams: Sequence[Team], namespace: str | None, fallback_channel: str) -> Route:
+    """The first team listing the namespace (globs allowed) owns what runs in it."""
+    for team in teams:
+        if namespace and any(fnmatchcase(namespace, pattern) for pattern in team.namespaces):
+            return Route(team.name, team.channel)
+    return Route(None, fallback_channel)

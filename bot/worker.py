@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import Clock
 from bot.config import Worker as WorkerSettings
 from bot.db import Database
-from bot.events import ImageDeleted, ImagePushed, load_event
+from bot.events import Event, load_event
 from bot.metrics import Metrics
 from bot.store import inbox
 
@@ -33,7 +33,7 @@ class PermanentError(Exception):
 
 
 class EventHandler(Protocol):
-    async def __call__(self, source: str, event: ImagePushed | ImageDeleted) -> Apply:
+    async def __call__(self, source: str, event: Event) -> Apply:
         """Do the slow part (fetching) and return what to write; must not write itself."""
         ...
 

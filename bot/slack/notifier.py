@@ -258,6 +258,9 @@ class Delivery:
                 return False  # wait for the parent, which is ahead of it in this channel
             if not await outbox.start_sending(session, msg, self._clock.now()):
                 return False
+            # Send what the row says now: a redraw may have changed it since `due()` read it.
+            fresh = await outbox.get(session, msg.id)
+            msg.text, msg.blocks = fresh.text, fresh.blocks
             channel_id = msg.channel_id or await _channel_id(session, msg.channel)
         try:
             found = await self._send(msg, parent, channel_id)

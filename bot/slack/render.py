@@ -397,3 +397,95 @@ def metadata(**values: Any) -> str:
     text = json.dumps(values, separators=(",", ":"))
     assert len(text) <= 3000
     return text
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """A runtime rule firing, and every pod it fired in while this message follows it."""
+
+    rule: str
+    priority: str
+    severity: Severity
+    team: str | None
+    first_at: str
+    last_at: str
+    output: str
+    count: int = 1
+    pods: tuple[str, ...] = ()
+    workloads: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    kind: str = "runtime"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "severity": self.severity.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RuntimeContext:
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        values["severity"] = Severity(values["severity"])
+        return cls(**values)
+
+
+def runtime_message(
+    ctx: RuntimeContext,
+    *,
+    message_id: int,
+    correlated: bool,
+    window_minutes: float,
+    page: bool,
+    alert_note: str | None = None,
+) -> Message:
+    services = len(ctx.workloads) or len(ctx.pods)
+    if correlated:
+        headline = (
+            f"Correlated: {ctx.rule} in {len(ctx.pods)} pods across {services} services "
+            f"in {window_minutes:g} minutes"
+        )
+    else:
+        headline = f"{ctx.rule}" + (f" in {len(ctx.pods)} pods" if len(ctx.pods) > 1 else "")
+    where = [
+        f"*Rule* {code(ctx.rule)} ({mrkdwn(ctx.priority)})  ·  *Events* {ctx.count}",
+        f"*Namespaces* {', '.join(code(n) for n in ctx.namespaces[:10]) or '-'}",
+        f"*Workloads* {', '.join(code(w) for w in ctx.workloads[:15]) or '-'}",
+    ]
+    if ctx.images:
+        where.append(f"*Images* {', '.join(code(i) for i in ctx.images[:5])}")
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=truncate(headline, HEADER_LIMIT))),
+        SectionBlock(text=MarkdownTextObject(text=truncate("\n".join(where), SECTION_LIMIT))),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=truncate(
+                    f"{SEVERITY_ICON[ctx.severity]} *{ctx.severity.value.upper()}* "
+                    f"```{_no_fence(mrkdwn(ctx.output))}```",
+                    SECTION_LIMIT,
+                )
+            )
+        ),
+    ]
+    if alert_note:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=alert_note)]))
+    if page:
+        blocks.append(
+            ActionsBlock(
+                block_id="alert",
+                elements=[
+                    ButtonElement(
+                        text="Acknowledge",
+                        action_id=ActionId.ACK,
+                        value=str(message_id),
+                        style="danger",
+                    ),
+                ],
+            )
+        )
+    text = truncate(mrkdwn(headline), FALLBACK_LIMIT)
+    return Message(text=text, blocks=[b.to_dict() for b in blocks])
+
+
+def _no_fence(text: str) -> str:
+    """Outside text inside a code block must not close it early."""
+    return text.replace("```", "\u2018\u2018\u2018")

@@ -160,6 +160,11 @@ async def due(
     return list(rows.scalars())
 
 
+async def get(session: AsyncSession, msg_id: int) -> SlackMessage:
+    stmt = select(SlackMessage).where(SlackMessage.id == msg_id)
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
+
+
 async def start_sending(session: AsyncSession, msg: SlackMessage, now: datetime) -> bool:
     """Take the message for this process; False if another replica took it first."""
     result = await session.execute(

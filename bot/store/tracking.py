@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.models import Alert, DecisionRow, SlackMessage, Suppression, TrackedFinding
@@ -39,6 +39,20 @@ async def _lock_row(session: AsyncSession, table: Any, row_id: int) -> None:
         .values(id=table.id)
         .execution_options(synchronize_session=False)
     )
+
+
+async def lock_subject(session: AsyncSession, subject: str) -> None:
+    """Serialise the transactions that read and rewrite one subject's messages.
+
+    PostgreSQL: a transaction-scoped advisory lock on the subject. SQLite: rewrite one row
+    (the migration marker) so this transaction holds the database's single write lock first.
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:s, 0))"), {"s": subject}
+        )
+    else:
+        await session.execute(text("UPDATE alembic_version SET version_num = version_num"))
 
 
 async def tracked(
@@ -228,6 +242,22 @@ async def pending_post(session: AsyncSession, subject: str, since: datetime) -> 
     return row.scalar_one_or_none()
 
 
+async def recent_post(session: AsyncSession, subject: str, since: datetime) -> SlackMessage | None:
+    """The newest message about `subject` created since then, posted or not."""
+    row = await session.execute(
+        select(SlackMessage)
+        .where(
+            SlackMessage.kind == "post",
+            SlackMessage.subject == subject,
+            SlackMessage.created_at >= since,
+        )
+        .order_by(SlackMessage.id.desc())
+        .limit(1)
+        .execution_options(populate_existing=True)
+    )
+    return row.scalar_one_or_none()
+
+
 async def set_message_content(
     session: AsyncSession,
     message_id: int,
@@ -235,13 +265,16 @@ async def set_message_content(
     text: str,
     blocks: list[dict[str, Any]],
     context: dict[str, Any] | None = None,
-) -> None:
+    only_if_pending: bool = False,
+) -> bool:
+    """Rewrite a message row; with `only_if_pending`, False if delivery already took it."""
     values: dict[str, Any] = {"text": text, "blocks": json.dumps(blocks, separators=(",", ":"))}
     if context is not None:
         values["context"] = json.dumps(context, sort_keys=True)
-    await session.execute(
-        update(SlackMessage)
-        .where(SlackMessage.id == message_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    stmt = update(SlackMessage).where(SlackMessage.id == message_id)
+    if only_if_pending:
+        stmt = stmt.where(SlackMessage.status == "pending")
+    result = await session.execute(
+        stmt.values(**values).execution_options(synchronize_session=False)
     )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Mapping
 
 from bot.config import Registry
+from bot.web import same_secret
 from handlers.registry.errors import Unauthorized
 
 
@@ -23,8 +24,7 @@ def secret_of(registry: Registry) -> str:
     return secret
 
 
-def same(sent: str, expected: str) -> bool:
-    return hmac.compare_digest(as_bytes(sent), as_bytes(expected))
+same = same_secret
 
 
 def bearer_header(headers: Mapping[str, str], registry: Registry) -> None:

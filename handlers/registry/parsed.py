@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from bot.events import ImageDeleted, ImagePushed
+from bot.web import describe_validation as describe
 
 
 @dataclass(frozen=True)
@@ -16,11 +15,4 @@ class Parsed:
     ignored: int = 0
 
 
-def describe(exc: ValidationError, limit: int = 3) -> str:
-    """A short, safe account of what was wrong: field paths and messages, never the input."""
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False)[:limit]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    more = exc.error_count() - limit
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+__all__ = ["Parsed", "describe"]

@@ -50,6 +50,7 @@ test: system-deps $(VENV)/.installed-test lint
 
 bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/scan.py
 
 clean:
 	rm -rf $(VENV) crowsnest.db crowsnest.db-wal crowsnest.db-shm

@@ -51,6 +51,7 @@ test: system-deps $(VENV)/.installed-test lint
 bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/scan.py
+	$(BIN)/python bench/storm.py
 
 clean:
 	rm -rf $(VENV) crowsnest.db crowsnest.db-wal crowsnest.db-shm

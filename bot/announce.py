@@ -196,10 +196,7 @@ class Announcer:
         ctx = push.context
         where = f"{ctx.digest}#{push.tag or ''}"
         if still:
-            msg = render.still_present(ctx, push.tag, ctx.digest, [view(r) for r in still])
-            await outbox.add_reply(
-                session, parent, key=f"still:{parent.id}:{where}", message=msg, now=now
-            )
+            await self._still_present(session, parent, push, still, now)
         if fixed:
             msg = render.fixed(
                 ctx, push.tag, ctx.digest, [(view(r), now - r.first_seen_at) for r in fixed]
@@ -207,6 +204,47 @@ class Announcer:
             await outbox.add_reply(
                 session, parent, key=f"fixed:{parent.id}:{where}", message=msg, now=now
             )
+
+    async def _still_present(
+        self,
+        session: AsyncSession,
+        parent: SlackMessage,
+        push: Push,
+        still: list[TrackedFinding],
+        now: datetime,
+    ) -> None:
+        """Reply "still present"; pushes within the coalescing window share one reply."""
+        ctx = push.context
+        window = timedelta(seconds=self._settings.slack.coalesce_seconds)
+        views = [view(r) for r in still]
+        pending = (
+            await tracking.pending_reply(session, parent.id, "still:", now - window)
+            if window
+            else None
+        )
+        if pending is not None:
+            pushes = [tuple(p) for p in json.loads(pending.context or "{}").get("pushes", [])]
+            pushes.append((push.tag, ctx.digest))
+            msg = render.still_present(ctx, pushes, views)  # type: ignore[arg-type]
+            if await tracking.set_message_content(
+                session,
+                pending.id,
+                text=msg.text,
+                blocks=msg.blocks,
+                context={"pushes": pushes},
+                only_if_pending=True,
+            ):
+                return
+        msg = render.still_present(ctx, [(push.tag, ctx.digest)], views)
+        await outbox.add_reply(
+            session,
+            parent,
+            key=f"still:{parent.id}:{ctx.digest}#{push.tag or ''}",
+            message=msg,
+            now=now,
+            available_at=now + window,
+            context=json.dumps({"pushes": [[push.tag, ctx.digest]]}),
+        )
 
     async def record_runtime(
         self,

@@ -271,12 +271,17 @@ def _fallback(ctx: PushContext, findings: list[FindingView]) -> str:
 
 
 def still_present(
-    ctx: PushContext, tag: str | None, digest: str, findings: list[FindingView]
+    ctx: PushContext, pushes: list[tuple[str | None, str]], findings: list[FindingView]
 ) -> Message:
-    where = f"{ctx.repository}:{tag}" if tag else f"{ctx.repository}@{digest[7:19]}"
+    """One reply for every push (within a coalescing window) that still has these findings."""
+    names = [
+        f"{ctx.repository}:{tag}" if tag else f"{ctx.repository}@{d[7:19]}" for tag, d in pushes
+    ]
     ids = ", ".join(code(f.check_id + (f" {f.package}" if f.package else "")) for f in findings)
-    text = f"Still present in {code(where)} ({code(digest[7:19])}): {ids}"
-    return _reply(truncate(text, SECTION_LIMIT), f"Still present in {mrkdwn(where)}")
+    shown = ", ".join(code(n) for n in names[-20:])
+    more = f" and {len(names) - 20} earlier pushes" if len(names) > 20 else ""
+    text = f"Still present in {shown}{more}: {ids}"
+    return _reply(truncate(text, SECTION_LIMIT), f"Still present in {mrkdwn(names[-1])}")
 
 
 def fixed(

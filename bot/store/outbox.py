@@ -83,7 +83,14 @@ async def add_post(
 
 
 async def add_reply(
-    session: AsyncSession, parent: SlackMessage, *, key: str, message: Any, now: datetime
+    session: AsyncSession,
+    parent: SlackMessage,
+    *,
+    key: str,
+    message: Any,
+    now: datetime,
+    available_at: datetime | None = None,
+    context: str | None = None,
 ) -> bool:
     """A reply in the thread of `parent`, sent after it (same channel, later id)."""
     stmt = (
@@ -95,9 +102,10 @@ async def add_reply(
             channel=parent.channel,
             text=message.text,
             blocks=json.dumps(message.blocks, separators=(",", ":")),
+            context=context,
             status=PENDING,
             attempts=0,
-            available_at=now,
+            available_at=available_at or now,
             created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["key"])

@@ -258,6 +258,26 @@ async def recent_post(session: AsyncSession, subject: str, since: datetime) -> S
     return row.scalar_one_or_none()
 
 
+async def pending_reply(
+    session: AsyncSession, parent_id: int, key_prefix: str, since: datetime
+) -> SlackMessage | None:
+    """A reply to `parent_id` not sent yet and still inside its coalescing window."""
+    row = await session.execute(
+        select(SlackMessage)
+        .where(
+            SlackMessage.kind == "reply",
+            SlackMessage.parent_id == parent_id,
+            SlackMessage.status == "pending",
+            SlackMessage.key.startswith(key_prefix),
+            SlackMessage.created_at >= since,
+        )
+        .order_by(SlackMessage.id.desc())
+        .limit(1)
+        .execution_options(populate_existing=True)
+    )
+    return row.scalar_one_or_none()
+
+
 async def set_message_content(
     session: AsyncSession,
     message_id: int,

@@ -225,7 +225,7 @@ class Announcer:
         if pending is not None:
             pushes = [tuple(p) for p in json.loads(pending.context or "{}").get("pushes", [])]
             pushes.append((push.tag, ctx.digest))
-            msg = render.still_present(ctx, pushes, views)  # type: ignore[arg-type]
+            msg = render.still_present(ctx, pushes, views)
             if await tracking.set_message_content(
                 session,
                 pending.id,

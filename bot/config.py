@@ -201,6 +201,13 @@ class Team(Section):
     timezone: str = "UTC"
     #: Days to fix, by severity, overriding [digest] sla_days for this team.
     sla_days: dict[str, int] = {}
+    #: Report `unsigned` for images without a cosign signature (tag or OCI referrer).
+    require_signatures: bool = False
+    #: Glob patterns of allowed base images (`org.opencontainers.image.base.name`); empty = any.
+    allowed_bases: tuple[str, ...] = ()
+    #: Check ids this team turns off, and checks it grades differently.
+    disabled_checks: tuple[str, ...] = ()
+    severities: dict[str, SeverityName] = {}
 
     @field_validator("sla_days")
     @classmethod
@@ -310,6 +317,8 @@ class Checks(Section):
     scan_layers: bool = True
     #: `stale-image` reports images built longer ago than this.
     max_age_days: int = Field(180, ge=1)
+    #: Re-grade checks for everyone: {"mutable-tag" = "medium"}; a team's `severities` wins.
+    severities: dict[str, SeverityName] = {}
 
 
 class Settings(BaseSettings):

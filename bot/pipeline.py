@@ -9,10 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.announce import Announcer, Push, falco_severity
 from bot.checks.hygiene import HygienePolicy, run_image_checks
+from bot.checks.team import graded, unsigned, untrusted_base
 from bot.clock import Clock
-from bot.config import Settings
+from bot.config import Registry, Settings, Team
 from bot.events import Event, ImageDeleted, ImagePushed, RuntimeAlert
-from bot.findings import Finding
+from bot.findings import Finding, Severity
 from bot.images import ImageFacts
 from bot.registry_client import PermanentRegistryError, RegistryClient
 from bot.routing import route_namespace, route_repository
@@ -75,11 +76,11 @@ class Pipeline:
             facts = await self._client.image_facts(registry, event.repository, reference, event.tag)
         except PermanentRegistryError as exc:
             raise PermanentError(str(exc)) from exc
-        findings = run_image_checks(facts, self._policy, self._clock.now())
         route = route_repository(
             self._settings.teams, event.repository, self._settings.slack.fallback_channel
         )
         team = self._settings.team(route.team)
+        findings = await self._findings(registry, facts, team)
         push = Push(
             context=render.PushContext(
                 registry=registry.name,
@@ -96,6 +97,22 @@ class Pipeline:
             critical_channel=team.critical_channel if team else None,
         )
         return partial(self._record_push, event, facts, findings, push)
+
+    async def _findings(
+        self, registry: Registry, facts: ImageFacts, team: Team | None
+    ) -> list[Finding]:
+        """The common checks, then what the owning team asks for, graded as configured."""
+        findings = run_image_checks(facts, self._policy, self._clock.now())
+        severities = {k: Severity(v) for k, v in self._settings.checks.severities.items()}
+        disabled: frozenset[str] = frozenset()
+        if team is not None:
+            if team.require_signatures:
+                signed = await self._client.signed(registry, facts.repository, facts.digest)
+                findings += unsigned(signed)
+            findings += untrusted_base(facts, team.allowed_bases)
+            severities |= {k: Severity(v) for k, v in team.severities.items()}
+            disabled = frozenset(team.disabled_checks)
+        return graded(findings, disabled | self._policy.disabled, severities)
 
     async def _record_push(
         self,

@@ -36,6 +36,7 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST])
 MAX_PLATFORMS = 32
+SIGNATURE_TYPES = ("application/vnd.dev.cosign", "application/vnd.dev.sigstore")
 MAX_REDIRECTS = 3
 
 
@@ -116,6 +117,36 @@ class RegistryClient:
             self._facts.pop(next(iter(self._facts)))
         self._facts[(registry.name, repository, digest)] = facts
         return facts
+
+    async def signed(self, registry: Registry, repository: str, digest: str) -> bool | None:
+        """Whether a cosign signature exists: the `sha256-<hex>.sig` tag or an OCI referrer.
+
+        None when the registry could not be asked (so no one is told an image is unsigned
+        because the registry had a bad minute).
+        """
+        tag = digest.replace(":", "-") + ".sig"
+        try:
+            await self._get(
+                registry, repository, f"/v2/{repository}/manifests/{tag}", {"Accept": ACCEPT}
+            )
+            return True
+        except PermanentRegistryError:
+            pass
+        except RegistryError:
+            return None
+        try:
+            body, _ = await self._get(
+                registry, repository, f"/v2/{repository}/referrers/{digest}", {"Accept": OCI_INDEX}
+            )
+        except PermanentRegistryError:
+            return False  # no referrers API, or none: unsigned as far as anyone can tell
+        except RegistryError:
+            return None
+        manifests = _json(body, "referrers index").get("manifests") or []
+        return any(
+            isinstance(m, dict) and str(m.get("artifactType", "")).startswith(SIGNATURE_TYPES)
+            for m in manifests
+        )
 
     async def _index_platforms(
         self, registry: Registry, repository: str, index: dict[str, Any]

@@ -177,3 +177,66 @@ async def test_redelivered_push_is_processed_and_announced_once(
     async with rt.core.db.transaction() as s:
         keys = (await s.execute(select(SlackMessage.key))).scalars().all()
     assert keys == [f"push:local/team-a/app@{digest}#1.0"]
+
+
+async def _announced(rt: Any, client: Any, body: bytes) -> str:
+    assert (await client.post("/hooks/registry/local", data=body, headers=HEADERS)).status == 202
+
+    async def done() -> bool:
+        async with rt.core.db.transaction() as s:
+            return bool((await inbox.counts(s)).get("done"))
+
+    await _until(done)
+    async with rt.core.db.transaction() as s:
+        rows = (await s.execute(select(SlackMessage.blocks))).scalars().all()
+    return " ".join(rows)
+
+
+def _team(**extra: Any) -> dict[str, Any]:
+    return {"name": "team-a", "channel": "#a", "repositories": ["team-a/*"], **extra}
+
+
+async def test_team_requiring_signatures_gets_unsigned_until_a_signature_exists(  # type: ignore[no-untyped-def]
+    app_client, sqlite_url, fake
+) -> None:
+    unsigned_digest = fake.add_image("team-a/app", "1.0", {"config": {"User": "app"}})
+    signed_digest = fake.add_image("team-a/app", "2.0", {"config": {"User": "app", "Env": ["A=2"]}})
+    fake.add_image("team-a/app", signed_digest.replace(":", "-") + ".sig", {"config": {}})
+    client, rt = await app_client(
+        _settings(sqlite_url, fake, teams=[_team(require_signatures=True)])
+    )
+    shown = await _announced(rt, client, notification("team-a/app", unsigned_digest, "1.0"))
+    assert "unsigned" in shown
+    body = notification("team-a/app", signed_digest, "2.0", event_id="e2")
+    assert (await client.post("/hooks/registry/local", data=body, headers=HEADERS)).status == 202
+
+    async def both_done() -> bool:
+        async with rt.core.db.transaction() as s:
+            return (await inbox.counts(s)).get("done") == 2
+
+    await _until(both_done)
+    async with rt.core.db.transaction() as s:
+        from bot.store import tracking
+
+        rows = await tracking.tracked_for(s, "local", "team-a/app")
+    assert [(r.check_id, r.status) for r in rows] == [("unsigned", "fixed")]
+
+
+async def test_base_outside_the_allowed_list_and_regrading(app_client, sqlite_url, fake) -> None:  # type: ignore[no-untyped-def]
+    label = {"org.opencontainers.image.base.name": "docker.io/library/ubuntu:18.04"}
+    digest = fake.add_image("team-a/app", "1.0", {"config": {"User": "", "Labels": label}})
+    settings = _settings(
+        sqlite_url,
+        fake,
+        teams=[
+            _team(
+                allowed_bases=["cgr.dev/chainguard/*"],
+                severities={"runs-as-root": "critical"},
+                disabled_checks=["mutable-tag"],
+            )
+        ],
+    )
+    client, rt = await app_client(settings)
+    shown = await _announced(rt, client, notification("team-a/app", digest, "1.0"))
+    assert "untrusted-base" in shown and "docker.io/library/ubuntu:18.04" in shown
+    assert "*CRITICAL* `runs-as-root`" in shown

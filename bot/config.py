@@ -25,13 +25,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.checks.policy import PolicyConfig
+from bot.sections import Section
+
 DEFAULT_CONFIG_PATH = Path("crowsnest.toml")
-
-
-class Section(BaseModel):
-    """A config section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _read_secret_files(data: Any, names: tuple[str, ...]) -> Any:
@@ -296,6 +293,22 @@ class Falco(Section):
         return _read_secret_files(data, ("token",))
 
 
+class Admission(Section):
+    #: "audit": allow, warn, post findings; "enforce": deny what no Approve decision covers.
+    mode: Literal["audit", "enforce"] = "audit"
+    #: TLS for the whole server (Kubernetes calls webhooks over HTTPS only).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: The name findings and approvals use for the cluster this webhook serves.
+    cluster: str = "default"
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        return self
+
+
 class Worker(Section):
     concurrency: int = Field(4, ge=0)
     max_attempts: int = Field(5, ge=1)
@@ -340,6 +353,8 @@ class Settings(BaseSettings):
     checks: Checks = Checks()
     alerts: Alerts = Alerts()
     falco: Falco = Falco()
+    admission: Admission = Admission()
+    policy: PolicyConfig = PolicyConfig()
     digest: Digest = Digest()
     patch_hooks: tuple[PatchHook, ...] = ()
 

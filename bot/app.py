@@ -19,6 +19,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.admission import AdmissionControl
 from bot.announce import Announcer
 from bot.authz import Approvers, NoGroups
 from bot.clock import Clock, SystemClock
@@ -60,6 +61,7 @@ class Core:
     approvers: Approvers
     patch_hooks: PatchHooks
     queries: Queries
+    admission: AdmissionControl
 
     @property
     def slack_mode(self) -> SlackMode:
@@ -112,6 +114,7 @@ def build(
         approvers=approvers,
         patch_hooks=patch_hooks,
         queries=Queries(db),
+        admission=AdmissionControl(settings, db),
     )
     workers = Workers(
         db,

@@ -21,14 +21,15 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
-from bot.config import Section
-from bot.events import DIGEST_PATTERN, DomainEvent
+from bot.events import DIGEST_PATTERN, ContainerImage, WorkloadKind, WorkloadObserved
 
-WorkloadKind = Literal["Pod", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"]
+__all__ = ["ContainerImage", "WorkloadKind", "WorkloadObserved"]
+from bot.sections import Section
+
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
     "Pod",
     "Deployment",
@@ -63,42 +64,11 @@ class ClusterConfig(Section):
     #: A relist emits only what changed.
     resync_seconds: float = Field(600, ge=0)
 
-
-class ContainerImage(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    #: As written in the spec; None where a template leaves it to be filled in later.
-    image: str | None
-    #: The digest the kubelet resolved the image to (`status.containerStatuses[].imageID`,
-    #: `docker-pullable://repo@sha256:…` → `sha256:…`). None on workloads (which have no
-    #: such status), before the container was pulled, and where the runtime reports only a
-    #: local image id (`docker://sha256:…`, which is not a registry digest).
-    image_id: str | None = Field(None, pattern=DIGEST_PATTERN)
-    init: bool = False
-    #: A debug container added with `kubectl debug` (`spec.ephemeralContainers`).
-    ephemeral: bool = False
-
-
-class WorkloadObserved(DomainEvent):
-    """A Pod or a pod-owning workload in a watched cluster is new, changed, or gone."""
-
-    type: Literal["workload.observed"] = "workload.observed"
-    cluster: str
-    namespace: str
-    kind: WorkloadKind
-    name: str
-    uid: str
-    resource_version: str | None = None
-    generation: int | None = None
-    labels: dict[str, str] = {}
-    containers: list[ContainerImage] = []
-    deleted: bool = False
-    #: The Pod spec: a Pod's own, a workload's template (a CronJob's job template's).
-    pod_spec: dict[str, Any] = {}
-    #: The controlling owner as `Kind/name` (a Pod's `ReplicaSet/web-5d8f9c7b6d`, a Job's
-    #: `CronJob/nightly`), from `metadata.ownerReferences`; None for a standalone object.
-    owner: str | None = None
+    @model_validator(mode="after")
+    def _something_to_watch(self) -> Self:
+        if self.namespaces and set(self.namespaces) <= set(self.exclude_namespaces):
+            raise ValueError("every namespace in namespaces is also in exclude_namespaces")
+        return self
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -202,6 +172,13 @@ def delivery_id(cluster: str, uid: str, fingerprint: str, generation: int | None
     """
     base = f"{cluster}/{uid}/{fingerprint[:16]}"
     return base if generation is None else f"{base}/g{generation}"
+
+
+def as_deleted(event: WorkloadObserved) -> WorkloadObserved:
+    """`event` as the deletion of its object (for a deletion seen only as absence in a list)."""
+    return event.model_copy(
+        update={"deleted": True, "delivery_id": f"{event.cluster}/{event.uid}/deleted"}
+    )
 
 
 def observe(cluster: str, obj: Mapping[str, Any], deleted: bool = False) -> WorkloadObserved | None:

@@ -15,8 +15,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -26,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.checks.policy import PolicyConfig
+from bot.cluster import ClusterConfig
 from bot.sections import Section
 
 DEFAULT_CONFIG_PATH = Path("crowsnest.toml")
@@ -97,6 +96,8 @@ class Slack(Section):
     channel_interval: float = Field(1.0, ge=0)
     #: Pushes of one repository within this many seconds become one message.
     coalesce_seconds: float = Field(10.0, ge=0)
+    #: The workload label naming the owning team (else the namespace decides).
+    team_label: str = "team"
     #: Also post a message for a push with no findings (off: only findings are news).
     announce_clean_pushes: bool = False
     #: Seconds before a message that could not be delivered is tried again (doubles each time).
@@ -355,6 +356,7 @@ class Settings(BaseSettings):
     falco: Falco = Falco()
     admission: Admission = Admission()
     policy: PolicyConfig = PolicyConfig()
+    clusters: tuple[ClusterConfig, ...] = ()
     digest: Digest = Digest()
     patch_hooks: tuple[PatchHook, ...] = ()
 

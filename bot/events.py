@@ -6,7 +6,7 @@ They are stored in the inbox as JSON, so they are pydantic models with a `type` 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -73,7 +73,60 @@ class RuntimeAlert(DomainEvent):
     tags: tuple[str, ...] = ()
 
 
-Event = ImagePushed | ImageDeleted | RuntimeAlert
+class WorkloadSeen(DomainEvent):
+    """A workload spec the cluster admitted (or a watcher saw): checked against policy."""
+
+    type: Literal["workload.seen"] = "workload.seen"
+    cluster: str = Field(max_length=64)
+    namespace: str = Field(max_length=253)
+    kind: str = Field(max_length=64)
+    name: str = Field(max_length=253)
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: The object as Kubernetes sent it (the policy reads it again when the event is processed).
+    object: dict[str, Any]
+
+
+WorkloadKind = Literal["Pod", "Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"]
+
+
+class ContainerImage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    #: As written in the spec; None where a template leaves it to be filled in later.
+    image: str | None
+    #: The digest the kubelet resolved the image to (`status.containerStatuses[].imageID`,
+    #: `docker-pullable://repo@sha256:…` → `sha256:…`). None on workloads (which have no
+    #: such status), before the container was pulled, and where the runtime reports only a
+    #: local image id (`docker://sha256:…`, which is not a registry digest).
+    image_id: str | None = Field(None, pattern=DIGEST_PATTERN)
+    init: bool = False
+    #: A debug container added with `kubectl debug` (`spec.ephemeralContainers`).
+    ephemeral: bool = False
+
+
+class WorkloadObserved(DomainEvent):
+    """A Pod or a pod-owning workload in a watched cluster is new, changed, or gone."""
+
+    type: Literal["workload.observed"] = "workload.observed"
+    cluster: str
+    namespace: str
+    kind: WorkloadKind
+    name: str
+    uid: str
+    resource_version: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = {}
+    containers: list[ContainerImage] = []
+    deleted: bool = False
+    #: The Pod spec: a Pod's own, a workload's template (a CronJob's job template's).
+    pod_spec: dict[str, Any] = {}
+    #: The controlling owner as `Kind/name` (a Pod's `ReplicaSet/web-5d8f9c7b6d`, a Job's
+    #: `CronJob/nightly`), from `metadata.ownerReferences`; None for a standalone object.
+    owner: str | None = None
+
+
+Event = ImagePushed | ImageDeleted | RuntimeAlert | WorkloadSeen | WorkloadObserved
 AnyEvent = Annotated[Event, Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.admission import containers_of, workload_subject
 from bot.announce import Announcer, Push, falco_severity
 from bot.checks.hygiene import HygienePolicy, run_image_checks
+from bot.checks.policy import Workload, evaluate
 from bot.checks.team import graded, unsigned, untrusted_base
 from bot.clock import Clock
 from bot.config import Registry, Settings, Team
-from bot.events import Event, ImageDeleted, ImagePushed, RuntimeAlert
+from bot.events import (
+    Event,
+    ImageDeleted,
+    ImagePushed,
+    RuntimeAlert,
+    WorkloadObserved,
+    WorkloadSeen,
+)
 from bot.findings import Finding, Severity
 from bot.images import ImageFacts
 from bot.registry_client import PermanentRegistryError, RegistryClient
-from bot.routing import route_namespace, route_repository
+from bot.routing import route_namespace, route_repository, route_workload
 from bot.slack import render
 from bot.store import images
 from bot.worker import Apply, PermanentError
@@ -54,7 +65,59 @@ class Pipeline:
             return await self._pushed(event)
         if isinstance(event, RuntimeAlert):
             return partial(self._runtime, event)
+        if isinstance(event, WorkloadSeen):
+            return partial(self._workload, event)
+        if isinstance(event, WorkloadObserved):
+            return partial(self._observed, event)
+        assert isinstance(event, ImageDeleted)
         return partial(self._deleted, event)
+
+    async def _workload(self, event: WorkloadSeen, session: AsyncSession) -> None:
+        """Policy findings of an admitted workload, posted and followed like an image's."""
+        workload = Workload.from_object(
+            event.object, cluster=event.cluster, namespace=event.namespace, kind=event.kind
+        )
+        if workload is not None:
+            await self._check_workload(workload, session)
+
+    async def _observed(self, event: WorkloadObserved, session: AsyncSession) -> None:
+        """A workload the watcher saw start or change (deletions need no policy check)."""
+        if event.deleted or event.owner:
+            return  # a Pod its controller owns is checked through the controller's template
+        workload = Workload(
+            cluster=event.cluster,
+            namespace=event.namespace,
+            kind=event.kind,
+            name=event.name,
+            labels=event.labels,
+            pod_spec=event.pod_spec,
+        )
+        await self._check_workload(workload, session)
+
+    async def _check_workload(self, workload: Workload, session: AsyncSession) -> None:
+        findings = evaluate(workload, self._settings.policy)
+        route = route_workload(self._settings, workload.namespace, dict(workload.labels))
+        team = self._settings.team(route.team)
+        registry, repository = workload_subject(
+            workload.cluster, workload.namespace, workload.kind, workload.name
+        )
+        spec = json.dumps(workload.pod_spec, sort_keys=True, default=str).encode()
+        images = sorted({str(c.get("image")) for c in containers_of(workload.pod_spec)})
+        push = Push(
+            context=render.PushContext(
+                registry=registry,
+                registry_host=workload.cluster,
+                repository=repository,
+                digest="sha256:" + hashlib.sha256(spec).hexdigest(),
+                platforms=tuple(images),
+                team=route.team,
+                subject_kind="workload",
+            ),
+            tag=None,
+            channel=route.channel,
+            critical_channel=team.critical_channel if team else None,
+        )
+        await self._announcer.record_push(session, push, findings, self._clock.now())
 
     async def _runtime(self, event: RuntimeAlert, session: AsyncSession) -> None:
         route = route_namespace(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from bot.config import Team
+from bot.config import Settings, Team
 
 
 @dataclass(frozen=True)
@@ -29,3 +29,12 @@ def route_namespace(teams: Sequence[Team], namespace: str | None, fallback_chann
         if namespace and any(fnmatchcase(namespace, pattern) for pattern in team.namespaces):
             return Route(team.name, team.channel)
     return Route(None, fallback_channel)
+
+
+def route_workload(settings: Settings, namespace: str, labels: Mapping[str, str]) -> Route:
+    """A workload's `team` label (key configurable) names its team; else its namespace does."""
+    named = labels.get(settings.slack.team_label)
+    team = settings.team(named) if named else None
+    if team is not None:
+        return Route(team.name, team.channel)
+    return route_namespace(settings.teams, namespace, settings.slack.fallback_channel)

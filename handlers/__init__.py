@@ -6,6 +6,6 @@ This is the only module that names the concrete handler modules.
 from collections.abc import Sequence
 
 from bot.ports import Edge
-from handlers import falco, http, registry, slack
+from handlers import falco, http, k8s, registry, slack
 
-EDGES: Sequence[Edge] = (http, registry, falco, slack)
+EDGES: Sequence[Edge] = (http, registry, falco, k8s, slack)

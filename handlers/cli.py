@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -80,11 +81,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         web_app(runtime),
         host=settings.server.host,
         port=settings.server.port,
+        ssl_context=_tls(settings),
         print=None,
         access_log=None,
         shutdown_timeout=5,
     )
     return EXIT_OK
+
+
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    """Kubernetes calls admission webhooks over HTTPS only: serve TLS when a cert is set."""
+    cert, key = settings.admission.tls_cert, settings.admission.tls_key
+    if cert is None or key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

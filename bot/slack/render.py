@@ -91,6 +91,8 @@ class PushContext:
     platforms: tuple[str, ...] = ()
     team: str | None = None
     headline: str | None = None
+    #: "image" (a pushed image) or "workload" (a Kubernetes workload; repository is ns/kind/name)
+    subject_kind: str = "image"
 
     @property
     def short_digest(self) -> str:
@@ -98,6 +100,8 @@ class PushContext:
 
     @property
     def name(self) -> str:
+        if self.subject_kind == "workload":
+            return self.repository
         tags = ", ".join(self.tags[-5:])
         return f"{self.repository}:{tags}" if tags else f"{self.repository}@{self.short_digest}"
 
@@ -238,6 +242,12 @@ def finding_text(f: FindingView, *, with_detail: bool = True) -> str:
 
 
 def _image_line(ctx: PushContext) -> str:
+    if ctx.subject_kind == "workload":
+        return truncate(
+            f"*Workload* {code(ctx.repository)}\n*Cluster* {mrkdwn(ctx.registry_host)}\n"
+            f"*Images* {mrkdwn(', '.join(ctx.platforms)) or '-'}",
+            SECTION_LIMIT,
+        )
     tag = ctx.tags[-1] if ctx.tags else None
     ref = f"{ctx.registry_host}/{ctx.repository}" + (f":{tag}" if tag else "")
     parts = [

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import bot.vulns.models  # noqa: F401  (registers the advisory tables on Base.metadata)
 from bot.models import Base
 
 target_metadata = Base.metadata

@@ -1,0 +1,150 @@
+"""The advisory store on both engines: idempotent import, updates, withdrawals, lookups."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bot.db import Database
+from bot.store import advisories
+from bot.store.advisories import ImportResult
+from bot.vulns.match import Package, match
+from bot.vulns.models import Advisory, AdvisoryPackage
+from bot.vulns.osv import OsvRecord, load_path, parse_record
+
+OSV = Path(__file__).parent / "fixtures" / "osv"
+
+
+def real() -> list[OsvRecord]:
+    return list(load_path(OSV))
+
+
+def variant(record_id: str, **changes: Any) -> OsvRecord:
+    data = json.loads((OSV / f"{record_id}.json").read_text())
+    return parse_record({**data, **changes})
+
+
+async def counts(db: Database) -> tuple[int, int]:
+    async with db.transaction() as s:
+        n_adv = (await s.execute(select(func.count()).select_from(Advisory))).scalar_one()
+        n_pkg = (await s.execute(select(func.count()).select_from(AdvisoryPackage))).scalar_one()
+    return n_adv, n_pkg
+
+
+async def test_import_is_idempotent(db: Database) -> None:
+    async with db.transaction() as s:
+        first = await advisories.import_records(s, real())
+    async with db.transaction() as s:
+        again = await advisories.import_records(s, real())
+    assert first == ImportResult(added=6)
+    assert again == ImportResult(unchanged=6)
+    # GHSA names lodash and lodash-es; GO-2022-0969 stdlib and golang.org/x/net.
+    assert await counts(db) == (6, 8)
+
+
+async def test_candidates_by_base_ecosystem_and_normalised_name(db: Database) -> None:
+    async with db.transaction() as s:
+        await advisories.import_records(s, real())
+    async with db.transaction() as s:
+        pypi = await advisories.candidates(s, "PyPI", ["Requests", "flask"])
+        debian = await advisories.candidates(s, "Debian:12", ["nginx", "curl"])
+        npm = await advisories.candidates(s, "npm", ["lodash-es"])
+        go = await advisories.candidates(s, "Go", ["stdlib", "golang.org/x/net"])
+        none = await advisories.candidates(s, "npm", ["requests"])
+        empty = await advisories.candidates(s, "PyPI", [])
+    assert [r.id for r in pypi] == ["PYSEC-2018-28", "PYSEC-2023-74"]
+    assert [r.id for r in debian] == ["DSA-3029-1"]  # every release; `affects` decides
+    assert [r.id for r in npm] == ["GHSA-35jh-r3h4-6jhm"]
+    assert [r.id for r in go] == ["GO-2022-0969"]
+    assert none == [] and empty == []
+    # What comes back is the record as imported, fields the model ignores included.
+    [original] = [r for r in real() if r.id == "PYSEC-2023-74"]
+    assert pypi[1] == original
+    assert json.loads(pypi[1].raw_json())["references"][0]["type"] == "ADVISORY"
+
+
+async def test_a_newer_modified_replaces_and_an_older_one_does_not(db: Database) -> None:
+    async with db.transaction() as s:
+        await advisories.import_records(s, real())
+    newer = variant(
+        "GHSA-35jh-r3h4-6jhm",
+        modified="2024-06-01T00:00:00Z",
+        summary="Command Injection in lodash (revised)",
+        affected=[
+            {
+                "package": {"ecosystem": "npm", "name": "lodash"},
+                "ranges": [
+                    {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "4.17.22"}]}
+                ],
+            }
+        ],
+    )
+    older = variant("GHSA-35jh-r3h4-6jhm", modified="2020-01-01T00:00:00Z", summary="stale")
+    async with db.transaction() as s:
+        assert await advisories.import_records(s, [newer]) == ImportResult(updated=1)
+    async with db.transaction() as s:
+        assert await advisories.import_records(s, [older]) == ImportResult(unchanged=1)
+    async with db.transaction() as s:
+        [lodash] = await advisories.candidates(s, "npm", ["lodash"])
+        gone = await advisories.candidates(s, "npm", ["lodash-es"])
+        row = await s.get(Advisory, "GHSA-35jh-r3h4-6jhm")
+    assert lodash.summary == "Command Injection in lodash (revised)"
+    assert gone == []  # the new version no longer names lodash-es
+    assert row is not None and row.modified == newer.modified and row.severity == "high"
+    assert json.loads(row.aliases) == ["CVE-2021-23337"]
+    [finding] = match([Package("npm", "lodash", "4.17.21")], [lodash])
+    assert finding.fixed_version == "4.17.22"
+
+
+async def test_a_withdrawn_record_is_removed_and_stays_removed(db: Database) -> None:
+    async with db.transaction() as s:
+        await advisories.import_records(s, real())
+    withdrawn = variant(
+        "PYSEC-2018-28", modified="2024-01-01T00:00:00Z", withdrawn="2024-01-01T00:00:00Z"
+    )
+    async with db.transaction() as s:
+        assert await advisories.import_records(s, [withdrawn]) == ImportResult(withdrawn_removed=1)
+    async with db.transaction() as s:
+        # Re-importing the old export (older `modified`) does not bring it back.
+        assert await advisories.import_records(s, real()) == ImportResult(unchanged=6)
+        assert await advisories.import_records(s, [withdrawn]) == ImportResult(unchanged=1)
+        found = await advisories.candidates(s, "PyPI", ["requests"])
+    assert [r.id for r in found] == ["PYSEC-2023-74"]
+    assert await counts(db) == (6, 7)  # a tombstone row, without packages
+
+
+async def test_withdrawn_before_ever_stored_and_duplicates_in_one_import(db: Database) -> None:
+    never = variant("GO-2020-0001", withdrawn="2024-05-20T16:03:47Z")
+    first = variant("DSA-3029-1")
+    second = variant("DSA-3029-1", modified="2015-01-01T00:00:00Z", summary="nginx - update 2")
+    async with db.transaction() as s:
+        result = await advisories.import_records(s, [never, second, first])
+        debian = await advisories.candidates(s, "Debian", ["nginx"])
+        go = await advisories.candidates(s, "Go", ["github.com/gin-gonic/gin"])
+    assert result == ImportResult(added=1, unchanged=2)
+    assert [r.summary for r in debian] == ["nginx - update 2"]  # the newest copy won
+    assert go == []
+
+
+async def test_import_in_small_batches_from_a_zip(db: Database, tmp_path: Path) -> None:
+    archive = tmp_path / "all.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(OSV.glob("*.json")):
+            zf.writestr(file.name, file.read_bytes())
+    errors: list[Any] = []
+    async with db.transaction() as s:
+        result = await advisories.import_records(s, load_path(archive, errors), batch_size=4)
+    async with db.transaction() as s:
+        again = await advisories.import_records(s, load_path(archive), batch_size=4)
+        pypi = await advisories.candidates(s, "pypi", ["REQUESTS"])
+    assert errors == []
+    assert result == ImportResult(added=6) and again == ImportResult(unchanged=6)
+    found = match([Package("PyPI", "requests", "2.19.0")], pypi)
+    assert [(f.vuln_id, f.fixed_version) for f in found] == [
+        ("PYSEC-2018-28", "2.20.0"),
+        ("PYSEC-2023-74", "2.31.0"),
+    ]

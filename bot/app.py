@@ -37,6 +37,7 @@ from bot.scheduler import scheduler
 from bot.slack.groups import SlackGroups
 from bot.slack.notifier import Delivery, DryRunPoster, Poster, WebApiPoster
 from bot.store import inbox, outbox
+from bot.vulns.service import Vulnerabilities
 from bot.web import json_errors
 from bot.worker import PermanentError, Workers
 
@@ -118,7 +119,7 @@ def build(
     )
     workers = Workers(
         db,
-        Pipeline(settings, registry_client, clock, announcer),
+        Pipeline(settings, registry_client, clock, announcer, Vulnerabilities(db)),
         settings.worker,
         metrics,
         clock,

@@ -11,8 +11,14 @@ balloon. What it keeps (`LayerRecord`):
 * the layer's whiteouts, apart from the entries: `dir/.wh.name` removes `dir/name` from the
   layers below, `dir/.wh..wh..opq` empties `dir` of what the layers below put there;
 * the content of regular files a `want(path, size)` predicate asks for, bounded by a per-file
-  and a per-layer cap (a wanted file over a cap is listed in `skipped` instead);
+  and a per-layer cap (a wanted file over a cap is listed in `skipped` instead). `want` may
+  also answer with a per-path cap (an `int`) or a `Capture`, which can shrink what is kept
+  (`reduce`) or read a file of any size as it streams past without holding it (`scan`);
 * the first `head_size` bytes (4 KiB) of every executable regular file, bounded per layer.
+
+`INVENTORY_WANT` (with `INVENTORY_MAX_TOTAL`) extends `DEFAULT_WANT` with what `bot.inventory`
+needs: the dpkg, apk and rpm databases, Python and npm package metadata, Maven coordinates out
+of jars and the build info of Go binaries.
 
 `merge` stacks the records of an image's layers, bottom first, into a `Filesystem`: the final
 view (`present`) and the history (`ever`), where a file that a later layer deleted or replaced is
@@ -26,12 +32,15 @@ anything else is read as a plain tar.
 from __future__ import annotations
 
 import importlib
+import io
+import json
 import re
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -76,7 +85,8 @@ class EntryType(StrEnum):
 
 @dataclass(frozen=True)
 class Entry:
-    """One tar entry. `content` is set only for wanted files, `head` for executables."""
+    """One tar entry. `content` is set only for wanted files (what a `Capture`'s reducer or
+    scanner made of them, for those), `head` for executables."""
 
     path: str
     type: EntryType
@@ -113,7 +123,7 @@ class LayerRecord:
     size: int
     """Uncompressed bytes read."""
     captured: int
-    """Content bytes kept (wanted files)."""
+    """Content bytes kept (wanted files; after any `Capture` reduced or scanned them)."""
     head_bytes: int
     """Executable-head bytes kept, beyond those of files whose whole content was kept."""
     skipped: tuple[str, ...] = ()
@@ -121,7 +131,44 @@ class LayerRecord:
     compression: str = "none"
 
 
-Want = Callable[[str, int], bool]
+class Scanner(Protocol):
+    """Reads one file as it streams past, holding only what it needs (see `Capture.scan`)."""
+
+    def feed(self, data: bytes) -> bool:
+        """The file's next bytes; False once it needs no more of them."""
+        ...
+
+    def result(self) -> bytes | None:
+        """What to keep as the entry's `content`; None keeps nothing."""
+        ...
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A `want` answer asking for more than yes or no.
+
+    * `Capture(n)` (or just answering `n`, an `int`): keep the whole file when it is at most
+      `n` bytes, instead of the reader's `max_file` (larger or smaller).
+    * `reduce`: the file is still read whole (so at most `max_size` bytes), but what is kept as
+      its `content` is `reduce(content)`; None from it keeps nothing. `content` is then not the
+      file's bytes but what the reducer made of them.
+    * `scan`: the file is not buffered at all: its bytes go to a fresh `scan()` as they stream
+      past, whatever the file's size, and `content` is the scanner's `result()`. `max_size` is
+      then the most the scanner may hold.
+
+    While such a file is read, the layer's `max_total` is charged its size (with `scan`,
+    `min(size, max_size)`); once read, only what is kept. A reducer or scanner that raises keeps
+    nothing for that file, and the layer is read on.
+    """
+
+    max_size: int
+    reduce: Callable[[bytes], bytes | None] | None = None
+    scan: Callable[[], Scanner] | None = None
+
+
+Want = Callable[[str, int], bool | int | Capture]
+"""Which files to keep: False (or 0) no, True under the reader's `max_file`, an `int` under
+that cap instead, or a `Capture`."""
 
 
 # --- what to keep by default -------------------------------------------------------------------
@@ -175,6 +222,322 @@ def default_want(path: str, size: int) -> bool:
 
 
 DEFAULT_WANT: Want = default_want
+
+
+# --- what to keep for a package inventory ------------------------------------------------------
+
+INVENTORY_MAX_TOTAL = 256 * MiB
+"""`max_total` to read layers with `INVENTORY_WANT`: the most content one layer may keep (and
+hold while one file is read). What is really kept is far less: see `inventory_want`."""
+
+DPKG_STATUS_MAX = 16 * MiB
+DPKG_STATUS_D_MAX = 1 * MiB
+APK_DB_MAX = 8 * MiB
+RPMDB_MAX = 64 * MiB
+METADATA_MAX = 1 * MiB
+JAR_MAX = 32 * MiB
+GO_INFO_MAX = 1 * MiB
+"""Most bytes the Go build-info scanner holds (the build info itself is a few KiB)."""
+GO_MIN_SIZE = 256 * KiB
+"""Smaller files are not Go programs (the smallest hello-world is over 1 MiB)."""
+
+RPMDB_PATHS = frozenset({"var/lib/rpm/rpmdb.sqlite", "usr/lib/sysimage/rpm/rpmdb.sqlite"})
+_JAR_SUFFIXES = (".jar", ".war", ".ear")
+_NODE_PACKAGE = re.compile(r"(?:.*/)?node_modules/(?:@[^/]+/)?[^/.@][^/]*/package\.json", re.S)
+_GO_PLACES = frozenset({"", "app", "ko-app", "workspace", "srv", "opt"})
+_BIN_DIRS = frozenset({"bin", "sbin"})
+
+
+def python_metadata_path(path: str) -> bool:
+    """A wheel's `*.dist-info/METADATA`, an egg's `*.egg-info/PKG-INFO` or `*.egg-info` file."""
+    return path.endswith((".dist-info/METADATA", ".egg-info/PKG-INFO", ".egg-info")) and "/" in path
+
+
+def node_package_path(path: str) -> bool:
+    """`…/node_modules/[@scope/]name/package.json`: an installed package's own manifest (not
+    the `package.json` files some packages carry deeper inside)."""
+    return _NODE_PACKAGE.fullmatch(path) is not None
+
+
+def jar_path(path: str) -> bool:
+    return path.lower().endswith(_JAR_SUFFIXES)
+
+
+def go_binary_place(path: str) -> bool:
+    """Where programs are installed: a `bin` or `sbin` directory, the image root, `/app`, …"""
+    if _in_library(path):
+        return False
+    parent = _parent(path)
+    return (
+        parent in _GO_PLACES
+        or parent.rpartition("/")[2] in _BIN_DIRS
+        or parent.startswith(("app/", "ko-app/"))
+    )
+
+
+_METADATA_KEYS = frozenset({"metadata-version", "name", "version", "license", "license-expression"})
+
+
+def reduce_python_metadata(data: bytes) -> bytes | None:
+    """METADATA / PKG-INFO down to its `Name`, `Version` and license headers: the long
+    description after them (and in an old `Description:` header) can be most of the file."""
+    lines: list[bytes] = []
+    for line in data.splitlines():
+        if not line.strip():
+            break  # the headers end at the first empty line
+        key, colon, _ = line.partition(b":")
+        if (
+            colon
+            and not line[:1].isspace()
+            and key.strip().lower().decode("ascii", "replace") in _METADATA_KEYS
+        ):
+            lines.append(line.rstrip(b"\r"))
+    return b"\n".join(lines) + b"\n" if lines else None
+
+
+def reduce_package_json(data: bytes) -> bytes | None:
+    """An npm `package.json` down to `name`, `version` and `license` (compact JSON)."""
+    doc = json.loads(data.decode("utf-8-sig"))
+    if not isinstance(doc, dict):
+        return None
+    kept = {k: doc[k] for k in ("name", "version", "license") if isinstance(doc.get(k), str)}
+    if "name" not in kept or "version" not in kept:
+        return None
+    text: str = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return text.encode()
+
+
+_POM_PROPERTIES = re.compile(r"META-INF/maven/[^/]+/[^/]+/pom\.properties", re.S)
+_POM_MAX = 64 * KiB
+_NESTED_DEPTH = 2
+_NESTED_BUDGET = 4 * JAR_MAX
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+)
+
+
+def pom_properties(jar: bytes) -> dict[str, bytes]:
+    """The Maven `pom.properties` files of a jar (war, ear) and of the jars nested in it (two
+    levels, as Spring Boot's `BOOT-INF/lib/` and a war's `WEB-INF/lib/`): path in the archive
+    (nested ones as `outer.jar!/inner/path`) -> content. Works on what `reduce_jar` keeps too."""
+    found: dict[str, bytes] = {}
+    budget = [_NESTED_BUDGET]
+
+    def walk(data: bytes, prefix: str, depth: int) -> None:
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except _ZIP_ERRORS:
+            return
+        with archive:
+            for info in archive.infolist():
+                name = info.filename
+                inner = name.rpartition("!/")[2]
+                try:
+                    if _POM_PROPERTIES.fullmatch(inner) and info.file_size <= _POM_MAX:
+                        found[prefix + name] = archive.read(info)
+                    elif (
+                        depth < _NESTED_DEPTH
+                        and jar_path(name)
+                        and info.file_size <= min(JAR_MAX, budget[0])
+                    ):
+                        budget[0] -= info.file_size
+                        walk(archive.read(info), f"{prefix}{name}!/", depth + 1)
+                except _ZIP_ERRORS:
+                    continue
+
+    walk(jar, "", 0)
+    return found
+
+
+def reduce_jar(data: bytes) -> bytes | None:
+    """A jar down to a stored zip of its `pom_properties` (same paths), or None without any."""
+    found = pom_properties(data)
+    if not found:
+        return None
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for name in sorted(found):
+            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), found[name])
+    kept: bytes = out.getvalue()
+    return kept
+
+
+GO_BUILDINFO_MAGIC = b"\xff Go buildinf:"
+_GO_ALIGN = 16
+_GO_HEADER = 32
+_GO_FLAG_INLINE = 0x2  # Go 1.18+: the version and module strings follow the header
+_GO_STRING_MAX = GO_INFO_MAX // 2 - 64
+_MORE, _BAD = -1, -2
+_MODINFO_SENTINEL = 16
+
+
+def _uvarint(buf: bytes | bytearray, i: int) -> tuple[int, int]:
+    """(value, index after it); (-1, _) when the buffer ends inside it, (-2, _) overlong."""
+    value, shift = 0, 0
+    for k in range(i, min(i + 10, len(buf))):
+        byte = buf[k]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, k + 1
+        shift += 7
+    return (_MORE if len(buf) < i + 10 else _BAD), i
+
+
+def _buildinfo_end(buf: bytes | bytearray, i: int) -> int:
+    """At a build-info magic at `buf[i]`: where the blob (header and its two strings) ends,
+    `_MORE` if the buffer stops first, `_BAD` if it is no Go 1.18+ build info."""
+    if len(buf) < i + _GO_HEADER:
+        return _MORE
+    if buf[i + 14] not in (4, 8) or not buf[i + 15] & _GO_FLAG_INLINE:
+        return _BAD  # before Go 1.18 the header held pointers: not supported
+    j = i + _GO_HEADER
+    for _ in range(2):
+        length, j = _uvarint(buf, j)
+        if length < 0:
+            return length
+        if length > _GO_STRING_MAX:
+            return _BAD
+        j += length
+        if j > len(buf):
+            return _MORE
+    return j
+
+
+def go_build_info(data: bytes) -> tuple[str, str] | None:
+    """(Go version, module info text) from a Go 1.18+ binary's build info, or from the blob
+    `GoBuildInfoScanner` keeps; None when there is none. The module info text has the lines
+    `path`, `mod`, `dep`, `=>` and `build` that `go version -m` prints."""
+    at = 0
+    while True:
+        i = data.find(GO_BUILDINFO_MAGIC, at)
+        if i < 0:
+            return None
+        at = i + 1
+        if i % _GO_ALIGN:
+            continue
+        end = _buildinfo_end(data, i)
+        if end < 0:
+            continue
+        j = i + _GO_HEADER
+        strings: list[bytes] = []
+        for _ in range(2):
+            length, j = _uvarint(data, j)
+            strings.append(data[j : j + length])
+            j += length
+        version, mod = strings
+        if len(mod) >= 2 * _MODINFO_SENTINEL + 1 and mod[-_MODINFO_SENTINEL - 1] == 0x0A:
+            mod = mod[_MODINFO_SENTINEL:-_MODINFO_SENTINEL]
+        else:
+            mod = b""
+        return _text(version), _text(mod)
+
+
+class GoBuildInfoScanner:
+    """Finds a Go binary's build info as the file streams past: gives up after the first bytes
+    unless they are ELF's, then looks for the 16-byte-aligned magic and keeps only the blob
+    (header, Go version and module list: a few KiB). Holds at most about `GO_INFO_MAX` bytes,
+    whatever the binary's size."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._base = 0  # file offset of _buf[0]
+        self._elf: bool | None = None
+        self._candidate: int | None = None  # index in _buf of a magic being read
+        self._found: bytes | None = None
+
+    def feed(self, data: bytes) -> bool:
+        self._buf += data
+        if self._elf is None:
+            if len(self._buf) < 4:
+                return True
+            self._elf = self._buf.startswith(b"\x7fELF")
+            if not self._elf:
+                self._buf.clear()
+                return False
+        return self._search()
+
+    def _search(self) -> bool:
+        start = 0
+        while True:
+            if self._candidate is None:
+                i = self._buf.find(GO_BUILDINFO_MAGIC, start)
+                if i < 0:
+                    drop = max(0, len(self._buf) - (len(GO_BUILDINFO_MAGIC) - 1))
+                    del self._buf[:drop]
+                    self._base += drop
+                    return True
+                if (self._base + i) % _GO_ALIGN:
+                    start = i + 1
+                    continue
+                self._candidate = i
+            end = _buildinfo_end(self._buf, self._candidate)
+            if end == _MORE:
+                del self._buf[: self._candidate]
+                self._base += self._candidate
+                self._candidate = 0
+                return True
+            if end == _BAD:
+                start, self._candidate = self._candidate + 1, None
+                continue
+            self._found = bytes(self._buf[self._candidate : end])
+            self._buf.clear()
+            return False
+
+    def result(self) -> bytes | None:
+        return self._found
+
+
+def inventory_want(path: str, size: int) -> bool | int | Capture:
+    """`default_want`, and the package databases and metadata that `bot.inventory` reads, each
+    under a cap of its own (read layers with `max_total=INVENTORY_MAX_TOTAL`):
+
+    * `var/lib/dpkg/status` up to 16 MiB (a full Debian desktop's is about 3 MiB) and
+      `var/lib/dpkg/status.d/*` (distroless) 1 MiB each; `lib/apk/db/installed` 8 MiB;
+      `rpmdb.sqlite` 64 MiB (a UBI or Fedora base's is 5-20 MiB): kept as they are.
+    * Python `METADATA` / `PKG-INFO` (1 MiB): only the name, version and license headers are
+      kept; npm `node_modules/…/package.json` (1 MiB): only name, version and license.
+    * `.jar` / `.war` / `.ear` up to 32 MiB: read whole, only their (and their nested jars')
+      `pom.properties` are kept.
+    * Go programs: any file of 256 KiB or more in a `bin` / `sbin` directory, the image root,
+      `/app`, `/ko-app`, `/opt`, `/srv` or `/workspace` is scanned as it streams, whatever its
+      size, and only the build info of an ELF file is kept (`GoBuildInfoScanner`).
+
+    Memory: while a layer is read, at most `INVENTORY_MAX_TOTAL` (256 MiB) of content, the file
+    being read included; in practice a few MiB per layer stay kept (the raw dpkg status or
+    rpmdb, about 100 bytes per language package, a few KiB per Go program), the most during the
+    read being one jar (32 MiB) or one rpmdb (64 MiB) at a time. Every layer that rewrites a
+    database keeps its own copy, as `merge` keeps each version in `ever`.
+    """
+    if path == "var/lib/dpkg/status":
+        return DPKG_STATUS_MAX
+    if path.startswith("var/lib/dpkg/status.d/"):
+        return False if path.endswith(".md5sums") else DPKG_STATUS_D_MAX
+    if path == "lib/apk/db/installed":
+        return APK_DB_MAX
+    if path in RPMDB_PATHS:
+        return RPMDB_MAX
+    wanted = default_want(path, size)
+    if wanted:
+        return wanted
+    if python_metadata_path(path):
+        return Capture(METADATA_MAX, reduce=reduce_python_metadata)
+    if node_package_path(path):
+        return Capture(METADATA_MAX, reduce=reduce_package_json)
+    if jar_path(path):
+        return Capture(JAR_MAX, reduce=reduce_jar)
+    if size >= GO_MIN_SIZE and go_binary_place(path):
+        return Capture(GO_INFO_MAX, scan=GoBuildInfoScanner)
+    return False
+
+
+INVENTORY_WANT: Want = inventory_want
 
 
 # --- paths -------------------------------------------------------------------------------------
@@ -309,6 +672,10 @@ class _Tar:
         self._keep = 0  # of the current member's data, how many bytes to keep
         self._buf = bytearray()
         self._member: tuple[str, bytes, Entry | None, bool] | None = None
+        self._capture: Capture | None = None  # how the current entry is kept, when wanted
+        self._scanner: Scanner | None = None  # still reading the current entry
+        self._scanned: Scanner | None = None  # done or not, the current entry's scanner
+        self._reserved = 0  # of `captured`, what the current entry holds while read
         # pending extended header values, for the next real entry
         self._long_name: str | None = None
         self._long_link: str | None = None
@@ -322,6 +689,8 @@ class _Tar:
                 room = self._keep - len(self._buf)
                 if room > 0:
                     self._buf += data[i : i + min(take, room)]
+                if self._scanner is not None:
+                    self._scan(bytes(data[i : i + take]))
                 i += take
                 self._left -= take
                 if not self._left:
@@ -417,10 +786,17 @@ class _Tar:
             link = normalise_path(link)
         entry = Entry(path, entry_type, size, mode, link)
         keep, whole = 0, False
-        if entry_type is EntryType.FILE and self._want(path, size):
-            if size <= self._max_file and self.captured + size <= self._max_total:
-                keep, whole = size, True
-                self.captured += size
+        capture = self._capture_for(path, size) if entry_type is EntryType.FILE else None
+        if capture is not None:
+            hold = size if capture.scan is None else min(size, capture.max_size)
+            fits = capture.scan is not None or size <= capture.max_size
+            if fits and self.captured + hold <= self._max_total:
+                self.captured += hold
+                self._capture, self._reserved = capture, hold
+                if capture.scan is None:
+                    keep, whole = size, True
+                else:
+                    self._start_scan(capture.scan)
             else:
                 self.skipped.append(path)
         if not whole and entry.executable and self._head_size:
@@ -429,6 +805,29 @@ class _Tar:
                 keep = head
                 self.head_bytes += head
         self._start_member(size, ("entry", kind, entry, whole), keep=keep)
+
+    def _capture_for(self, path: str, size: int) -> Capture | None:
+        answer = self._want(path, size)
+        if isinstance(answer, Capture):
+            return answer
+        if isinstance(answer, int) and not isinstance(answer, bool):
+            return Capture(answer) if answer > 0 else None
+        return Capture(self._max_file) if answer else None
+
+    def _start_scan(self, scan: Callable[[], Scanner]) -> None:
+        try:
+            self._scanner = self._scanned = scan()
+        except Exception:  # a scanner's bug must not stop the layer; the file is not kept
+            self._scanner = self._scanned = None
+
+    def _scan(self, data: bytes) -> None:
+        assert self._scanner is not None
+        try:
+            more = self._scanner.feed(data)
+        except Exception:  # as above
+            more, self._scanned = False, None
+        if not more:
+            self._scanner = None
 
     def _start_member(
         self, size: int, member: tuple[str, bytes, Entry | None, bool], keep: int
@@ -456,7 +855,17 @@ class _Tar:
                 self._pax.update(_parse_pax(data))
             # `g` (global pax header): ignored
         elif entry is not None:
+            capture, scanned, reserved = self._capture, self._scanned, self._reserved
+            self._capture = self._scanner = self._scanned = None
+            self._reserved = 0
             content = data if whole else None
+            if capture is not None:
+                if capture.scan is not None:
+                    content = _kept(scanned.result) if scanned is not None else None
+                elif capture.reduce is not None and content is not None:
+                    reduce = capture.reduce
+                    content = _kept(lambda: reduce(data))
+                self.captured += len(content or b"") - reserved
             head = None
             if entry.executable and self._head_size:
                 head = data[: self._head_size] if (whole or data) else None
@@ -465,6 +874,16 @@ class _Tar:
                     entry.path, entry.type, entry.size, entry.mode, entry.linkname, content, head
                 )
             self.entries.append(entry)
+
+
+def _kept(make: Callable[[], bytes | None]) -> bytes | None:
+    """What a reducer or scanner gives, or None when it fails: a bug in one, or a hostile file
+    it chokes on, must not stop the layer."""
+    try:
+        out = make()
+    except Exception:
+        return None
+    return None if out is None else bytes(out)
 
 
 # --- decompression -----------------------------------------------------------------------------
@@ -763,9 +1182,13 @@ def read_layer(
     *,
     want: Want = DEFAULT_WANT,
     max_size: int = DEFAULT_MAX_SIZE,
+    max_file: int = DEFAULT_MAX_FILE,
+    max_total: int = DEFAULT_MAX_TOTAL,
 ) -> LayerRecord:
     """Read a whole layer at once (bytes, or an iterable of chunks)."""
-    reader = LayerReader(media_type, want=want, max_size=max_size)
+    reader = LayerReader(
+        media_type, want=want, max_size=max_size, max_file=max_file, max_total=max_total
+    )
     for chunk in [data] if isinstance(data, bytes) else data:
         reader.feed(chunk)
     reader.close()

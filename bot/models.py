@@ -242,3 +242,21 @@ class Alert(Base):
     next_escalation_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     acked_by: Mapped[str | None] = mapped_column(String(32))
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ImagePackage(Base):
+    """A package installed in an image, as read from its layers: what advisories match."""
+
+    __tablename__ = "image_packages"
+    __table_args__ = (
+        UniqueConstraint("image_id", "ecosystem", "name", "version", name="uq_image_package"),
+        Index("ix_image_packages_name", "ecosystem", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    ecosystem: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(128))
+    purl: Mapped[str | None] = mapped_column(String(512))
+    distro: Mapped[str | None] = mapped_column(String(64))

@@ -30,6 +30,8 @@ from bot.registry_client import PermanentRegistryError, RegistryClient
 from bot.routing import route_namespace, route_repository, route_workload
 from bot.slack import render
 from bot.store import images
+from bot.vulns.match import Package
+from bot.vulns.service import Vulnerabilities, packages_of
 from bot.worker import Apply, PermanentError
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,10 @@ class Pipeline:
         registry_client: RegistryClient,
         clock: Clock,
         announcer: Announcer,
+        vulns: Vulnerabilities,
     ) -> None:
         self._settings = settings
+        self._vulns = vulns
         self._announcer = announcer
         self._client = registry_client
         self._clock = clock
@@ -143,7 +147,8 @@ class Pipeline:
             self._settings.teams, event.repository, self._settings.slack.fallback_channel
         )
         team = self._settings.team(route.team)
-        findings = await self._findings(registry, facts, team)
+        packages = packages_of(facts)
+        findings = await self._findings(registry, facts, team, packages)
         push = Push(
             context=render.PushContext(
                 registry=registry.name,
@@ -159,13 +164,14 @@ class Pipeline:
             channel=route.channel,
             critical_channel=team.critical_channel if team else None,
         )
-        return partial(self._record_push, event, facts, findings, push)
+        return partial(self._record_push, event, facts, findings, packages, push)
 
     async def _findings(
-        self, registry: Registry, facts: ImageFacts, team: Team | None
+        self, registry: Registry, facts: ImageFacts, team: Team | None, packages: list[Package]
     ) -> list[Finding]:
-        """The common checks, then what the owning team asks for, graded as configured."""
+        """The common checks, known vulnerabilities, then what the owning team asks for."""
         findings = run_image_checks(facts, self._policy, self._clock.now())
+        findings += await self._vulns.findings(packages)
         severities = {k: Severity(v) for k, v in self._settings.checks.severities.items()}
         disabled: frozenset[str] = frozenset()
         if team is not None:
@@ -182,6 +188,7 @@ class Pipeline:
         event: ImagePushed,
         facts: ImageFacts,
         findings: list[Finding],
+        packages: list[Package],
         push: Push,
         session: AsyncSession,
     ) -> None:
@@ -197,6 +204,7 @@ class Pipeline:
             now=now,
         )
         await images.record_findings(session, image_id, findings, now)
+        await images.record_packages(session, image_id, packages)
         await self._announcer.record_push(session, push, findings, now)
 
     async def _deleted(self, event: ImageDeleted, session: AsyncSession) -> None:

@@ -24,7 +24,16 @@ import aiohttp
 from bot.checks.layers import parse_created
 from bot.config import Registry
 from bot.images import ImageFacts, PlatformConfig
-from bot.layers import Filesystem, LayerError, LayerReader, LayerRecord, is_layer_media_type, merge
+from bot.layers import (
+    INVENTORY_MAX_TOTAL,
+    INVENTORY_WANT,
+    Filesystem,
+    LayerError,
+    LayerReader,
+    LayerRecord,
+    is_layer_media_type,
+    merge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +295,9 @@ class RegistryClient:
         media_type = str(desc.get("mediaType") or "")
         if media_type and not is_layer_media_type(media_type):
             raise LayerError(f"layer {digest[:19]} has media type {media_type!r}")
-        reader = LayerReader(media_type or None)
+        reader = LayerReader(
+            media_type or None, want=INVENTORY_WANT, max_total=INVENTORY_MAX_TOTAL
+        )
         hasher = hashlib.sha256()
         path = f"/v2/{repository}/blobs/{digest}"
         try:

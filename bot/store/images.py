@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.findings import Finding
-from bot.models import FindingRow, Image
+from bot.models import FindingRow, Image, ImagePackage
 from bot.store._upsert import insert
 
 
@@ -108,5 +109,52 @@ async def get(session: AsyncSession, registry: str, repository: str, digest: str
 async def findings_of(session: AsyncSession, image_id: int) -> list[FindingRow]:
     rows = await session.execute(
         select(FindingRow).where(FindingRow.image_id == image_id).order_by(FindingRow.id)
+    )
+    return list(rows.scalars())
+
+
+async def record_packages(session: AsyncSession, image_id: int, packages: Sequence[Any]) -> None:
+    """The image's package inventory (ecosystem, name, version, purl, distro), stored once."""
+    rows = [
+        {
+            "image_id": image_id,
+            "ecosystem": p.ecosystem[:64],
+            "name": p.name[:255],
+            "version": p.version[:128],
+            "purl": (p.purl or None) and p.purl[:512],
+            "distro": p.distro,
+        }
+        for p in packages
+    ]
+    for start in range(0, len(rows), 500):
+        await session.execute(
+            insert(session, ImagePackage)
+            .values(rows[start : start + 500])
+            .on_conflict_do_nothing(index_elements=["image_id", "ecosystem", "name", "version"])
+        )
+
+
+async def packages_of(session: AsyncSession, image_id: int) -> list[ImagePackage]:
+    rows = await session.execute(
+        select(ImagePackage).where(ImagePackage.image_id == image_id).order_by(ImagePackage.id)
+    )
+    return list(rows.scalars())
+
+
+async def latest_per_repository(session: AsyncSession) -> list[Image]:
+    """The newest live image of every repository: what advisories are matched against again."""
+    newest = (
+        select(Image.registry_name, Image.repository, func.max(Image.last_pushed_at).label("at"))
+        .where(Image.deleted_at.is_(None))
+        .group_by(Image.registry_name, Image.repository)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Image).join(
+            newest,
+            (Image.registry_name == newest.c.registry_name)
+            & (Image.repository == newest.c.repository)
+            & (Image.last_pushed_at == newest.c.at),
+        )
     )
     return list(rows.scalars())

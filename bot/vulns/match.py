@@ -105,11 +105,12 @@ def match(packages: Iterable[Package], records: Iterable[OsvRecord]) -> list[Vul
             index[key].append(record)
 
     findings: list[VulnFinding] = []
-    seen: set[Package] = set()
+    # Several binaries built from one source package share (target, name, version): one match.
+    seen: set[tuple[str, str, str]] = set()
     for pkg in packages:
-        if pkg in seen:
+        if (pkg.target, pkg.name, pkg.version) in seen:
             continue
-        seen.add(pkg)
+        seen.add((pkg.target, pkg.name, pkg.version))
         target = pkg.target
         key = (base_ecosystem(target), normalize_name(target, pkg.name))
         hits = [

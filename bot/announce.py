@@ -43,8 +43,16 @@ class Announcer:
         self._page_rank = Severity(settings.alerts.page_severity).rank
 
     async def record_push(
-        self, session: AsyncSession, push: Push, findings: Sequence[Finding], now: datetime
+        self,
+        session: AsyncSession,
+        push: Push,
+        findings: Sequence[Finding],
+        now: datetime,
+        *,
+        complete: bool = True,
     ) -> None:
+        """Announce a push's findings. With `complete=False` (a re-check that found more, not a
+        new image) only new findings are posted: nothing is declared fixed or still present."""
         ctx = push.context
         await tracking.lock_subject(session, f"{ctx.registry}/{ctx.repository}")
         known = {
@@ -78,6 +86,9 @@ class Announcer:
             elif not repeat:
                 still[row.message_id].append(row)
         await session.flush()
+        if not complete:
+            await self._post_new(session, push, new, now)
+            return
         fixed = [t for key, t in known.items() if key not in seen and t.status == tracking.OPEN]
         for row in fixed:
             row.status, row.fixed_at, row.fixed_in_tag = tracking.FIXED, now, push.tag

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -81,6 +81,8 @@ class RegistryClient:
         self._facts: dict[tuple[str, str, str], ImageFacts] = {}
         self._layers: dict[str, LayerRecord] = {}
         self.scan_layers = True
+        #: Called with a short progress line while layers stream (the CLI shows it).
+        self.progress: Callable[[str], None] | None = None
 
     async def open(self) -> None:
         self._http = aiohttp.ClientSession(
@@ -295,17 +297,19 @@ class RegistryClient:
         media_type = str(desc.get("mediaType") or "")
         if media_type and not is_layer_media_type(media_type):
             raise LayerError(f"layer {digest[:19]} has media type {media_type!r}")
-        reader = LayerReader(
-            media_type or None, want=INVENTORY_WANT, max_total=INVENTORY_MAX_TOTAL
-        )
+        reader = LayerReader(media_type or None, want=INVENTORY_WANT, max_total=INVENTORY_MAX_TOTAL)
         hasher = hashlib.sha256()
         path = f"/v2/{repository}/blobs/{digest}"
         try:
             async with self._open(registry, repository, path, {}, budget.seconds_left()) as resp:
+                read = 0
                 async for chunk in resp.content.iter_chunked(256 * 1024):
                     budget.spend(len(chunk))
                     hasher.update(chunk)
                     reader.feed(chunk)
+                    read += len(chunk)
+                    if self.progress is not None and read % (4 << 20) < len(chunk):
+                        self.progress(f"layer {digest[7:19]}: {read / 1e6:.0f} MB")
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise _transient(registry, path, exc) from None
         if "sha256:" + hasher.hexdigest() != digest:

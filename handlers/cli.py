@@ -20,11 +20,17 @@ from bot.app import build, web_app
 from bot.checks.hygiene import run_image_checks
 from bot.config import ConfigError, Settings, load_settings
 from bot.db import Database, migrate
-from bot.findings import Severity, worst_first
+from bot.findings import Finding, Severity, worst_first
 from bot.images import ImageRef
 from bot.pipeline import policy_from
+from bot.recheck import recheck_images
 from bot.registry_client import RegistryClient, RegistryError
-from bot.store import inbox
+from bot.sbom import cyclonedx_json
+from bot.store import advisories, inbox
+from bot.vulns.osv import LoadError, load_path
+from bot.vulns.reports import ReportError, detect_and_parse
+from bot.vulns.reports import to_finding as report_finding
+from bot.vulns.service import Vulnerabilities, packages_of
 
 log = logging.getLogger("crowsnest")
 
@@ -151,6 +157,11 @@ async def _events(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.from_report:
+        return _report(args)
+    if not args.image:
+        print("error: give IMAGE_REF or --from-report FILE", file=sys.stderr)
+        return EXIT_ERROR
     try:
         ref = ImageRef.parse(args.image)
     except ValueError as exc:
@@ -163,28 +174,64 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return asyncio.run(_scan(settings, registry, ref, args))
 
 
+def _report(args: argparse.Namespace) -> int:
+    try:
+        found = detect_and_parse(Path(args.from_report).read_bytes())
+    except (OSError, ReportError) as exc:
+        print(f"error: {args.from_report}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return _print_findings(args, args.from_report, None, [], [report_finding(r) for r in found])
+
+
 async def _scan(settings: Settings, registry: Any, ref: ImageRef, args: argparse.Namespace) -> int:
     client = RegistryClient()
     client.scan_layers = settings.checks.scan_layers
+    if sys.stderr.isatty():
+        client.progress = lambda line: print(f"\r{line:70}", end="", file=sys.stderr, flush=True)
+    db = Database(settings.database)
     await client.open()
     try:
         facts = await client.image_facts(registry, ref.repository, ref.reference, ref.tag)
+        packages = packages_of(facts)
+        findings = run_image_checks(facts, policy_from(settings), datetime.now(UTC))
+        try:
+            findings += await Vulnerabilities(db).findings(packages)
+        except Exception as exc:  # no database here: the image checks still stand
+            print(f"warning: advisories not checked: {type(exc).__name__}", file=sys.stderr)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         await client.close()
-    findings = worst_first(run_image_checks(facts, policy_from(settings), datetime.now(UTC)))
+        await db.dispose()
+    if client.progress is not None:
+        print(file=sys.stderr)
+    if args.sbom:
+        sbom = cyclonedx_json(args.image, facts.digest, packages)
+        await asyncio.to_thread(Path(args.sbom).write_text, sbom, encoding="utf-8")
+    platforms = [p.platform for p in facts.platforms]
+    return _print_findings(args, args.image, facts.digest, platforms, worst_first(findings))
+
+
+def _print_findings(
+    args: argparse.Namespace,
+    subject: str,
+    digest: str | None,
+    platforms: list[str],
+    findings: list[Finding],
+) -> int:
     if args.format == "json":
         out = {
-            "image": args.image,
-            "digest": facts.digest,
-            "platforms": [p.platform for p in facts.platforms],
+            "image": subject,
+            "digest": digest,
+            "platforms": platforms,
             "findings": [
                 {
                     "id": f.check_id,
                     "severity": f.severity.value,
                     "title": f.title,
+                    "package": f.package,
+                    "fixed_version": f.fixed_version,
                     "detail": f.detail,
                     "remediation": f.remediation,
                 }
@@ -193,13 +240,43 @@ async def _scan(settings: Settings, registry: Any, ref: ImageRef, args: argparse
         }
         print(json.dumps(out, indent=2))
     else:
-        print(f"{args.image} {facts.digest} ({', '.join(p.platform for p in facts.platforms)})")
+        head = f"{subject} {digest or ''}".strip()
+        print(head + (f" ({', '.join(platforms)})" if platforms else ""))
         for f in findings:
-            print(f"  {f.severity.value.upper():8} {f.check_id:20} {f.title}")
+            package = f"  {f.package}" if f.package else ""
+            fixed = f" -> {f.fixed_version}" if f.fixed_version else ""
+            print(f"  {f.severity.value.upper():8} {f.check_id:24} {f.title}{package}{fixed}")
         if not findings:
             print("  no findings")
     fail_at = Severity(args.fail_on)
     return EXIT_FINDINGS if any(f.severity.rank >= fail_at.rank for f in findings) else EXIT_OK
+
+
+def cmd_vulndb(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    return asyncio.run(_vulndb_import(settings, Path(args.path)))
+
+
+async def _vulndb_import(settings: Settings, path: Path) -> int:
+    errors: list[LoadError] = []
+    db = Database(settings.database)
+    try:
+        async with db.transaction() as s:
+            result = await advisories.import_records(s, load_path(path, errors))
+        rechecked = await recheck_images(settings, db)
+    except (OSError, ValueError) as exc:
+        print(f"error: {path}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        await db.dispose()
+    for error in errors[:20]:
+        print(f"skipped {error.path}: {error.error}", file=sys.stderr)
+    print(
+        f"imported {path}: {result.added} added, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {result.withdrawn_removed} withdrawn; "
+        f"{len(errors)} files skipped; {rechecked} new findings in known images"
+    )
+    return EXIT_OK
 
 
 def parser() -> argparse.ArgumentParser:
@@ -223,10 +300,18 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=100)
     ev.set_defaults(func=cmd_events)
     sc = add("scan", "check an image in a configured registry now")
-    sc.add_argument("image", help="host[:port]/repository:tag or …@sha256:…")
+    sc.add_argument("image", nargs="?", help="host[:port]/repository:tag or …@sha256:…")
+    sc.add_argument("--sbom", metavar="PATH", help="also write a CycloneDX JSON SBOM there")
+    sc.add_argument("--from-report", metavar="FILE", help="read a Trivy or Grype JSON report")
     sc.add_argument("--format", choices=("text", "json"), default="text")
     sc.add_argument("--fail-on", choices=[s.value for s in Severity], default="high")
     sc.set_defaults(func=cmd_scan)
+    vd = sub.add_parser("vulndb", help="the offline advisory store")
+    vd_sub = vd.add_subparsers(dest="vulndb_command", required=True)
+    imp = vd_sub.add_parser("import", help="load OSV advisories (a directory or all.zip)")
+    imp.add_argument("path")
+    imp.add_argument("--config", help="config file (default $CROWSNEST_CONFIG, ./crowsnest.toml)")
+    imp.set_defaults(func=cmd_vulndb)
     return p
 
 

@@ -448,6 +448,7 @@ def _reopen(row: TrackedFinding, f: Finding, now: datetime) -> None:
     """Back after a fix: a new finding as far as people are concerned, posted again."""
     row.status, row.fixed_at, row.fixed_in_tag = tracking.OPEN, None, None
     row.first_seen_at, row.message_id, row.assignee, row.due_at = now, None, None, None
+    row.fixable_since = None
 
 
 def _seen(
@@ -460,6 +461,8 @@ def _seen(
         f.detail,
         f.remediation,
     )
+    if f.fixed_version and row.fixable_since is None:
+        row.fixable_since = now  # a fix is known and this image is out there: lag starts
     row.fixed_version = f.fixed_version
     row.team = ctx.team
 

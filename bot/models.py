@@ -176,6 +176,7 @@ class TrackedFinding(Base):
             "registry_name", "repository", "check_id", "package", name="uq_tracked_finding"
         ),
         Index("ix_tracked_open", "status", "registry_name", "repository"),
+        Index("ix_tracked_team_status", "team", "status"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -196,6 +197,8 @@ class TrackedFinding(Base):
     last_seen_digest: Mapped[str] = mapped_column(String(80))
     fixed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     fixed_in_tag: Mapped[str | None] = mapped_column(String(128))
+    #: When a fix became available while the finding was deployed: patch lag starts here.
+    fixable_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     message_id: Mapped[int | None] = mapped_column(ForeignKey("slack_messages.id"))
     assignee: Mapped[str | None] = mapped_column(String(32))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -263,3 +263,29 @@ class ImagePackage(Base):
     version: Mapped[str] = mapped_column(String(128))
     purl: Mapped[str | None] = mapped_column(String(512))
     distro: Mapped[str | None] = mapped_column(String(64))
+
+
+class RunningContainer(Base):
+    """What runs where: one row per cluster, workload and container, with its resolved image."""
+
+    __tablename__ = "running_containers"
+    __table_args__ = (
+        UniqueConstraint("cluster", "uid", "container", name="uq_running_container"),
+        Index("ix_running_image", "repository", "digest"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    cluster: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(253))
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(253))
+    uid: Mapped[str] = mapped_column(String(64))
+    container: Mapped[str] = mapped_column(String(253))
+    image: Mapped[str | None] = mapped_column(String(512))
+    #: The registry and repository of `image` when it is a configured registry's.
+    registry_name: Mapped[str | None] = mapped_column(String(64))
+    repository: Mapped[str | None] = mapped_column(String(255))
+    digest: Mapped[str | None] = mapped_column(String(80))
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import datetime
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.admission import containers_of, workload_subject
 from bot.announce import Announcer, Push, falco_severity
 from bot.checks.hygiene import HygienePolicy, run_image_checks
-from bot.checks.policy import Workload, evaluate
+from bot.checks.policy import Workload, evaluate, parse_image
 from bot.checks.team import graded, unsigned, untrusted_base
 from bot.clock import Clock
 from bot.config import Registry, Settings, Team
@@ -23,13 +24,15 @@ from bot.events import (
     RuntimeAlert,
     WorkloadObserved,
     WorkloadSeen,
+    dump_event,
 )
 from bot.findings import Finding, Severity
 from bot.images import ImageFacts
 from bot.registry_client import PermanentRegistryError, RegistryClient
 from bot.routing import route_namespace, route_repository, route_workload
 from bot.slack import render
-from bot.store import images
+from bot.store import cluster as cluster_store
+from bot.store import images, inbox
 from bot.vulns.match import Package
 from bot.vulns.service import Vulnerabilities, packages_of
 from bot.worker import Apply, PermanentError
@@ -85,8 +88,13 @@ class Pipeline:
             await self._check_workload(workload, session)
 
     async def _observed(self, event: WorkloadObserved, session: AsyncSession) -> None:
-        """A workload the watcher saw start or change (deletions need no policy check)."""
-        if event.deleted or event.owner:
+        """A workload the watcher saw start, change or go: inventory, then policy."""
+        now = self._clock.now()
+        if event.deleted:
+            await cluster_store.stopped(session, event.cluster, event.uid, now)
+            return
+        await self._inventory(event, session, now)
+        if event.owner:
             return  # a Pod its controller owns is checked through the controller's template
         workload = Workload(
             cluster=event.cluster,
@@ -97,6 +105,61 @@ class Pipeline:
             pod_spec=event.pod_spec,
         )
         await self._check_workload(workload, session)
+
+    async def _inventory(
+        self, event: WorkloadObserved, session: AsyncSession, now: datetime
+    ) -> None:
+        """Record what runs; an image of a configured registry never seen before is checked
+        as if it had just been pushed (queued in this same transaction, so exactly once)."""
+        rows = []
+        new_images = []
+        for c in event.containers:
+            ref = parse_image(c.image) if c.image else None
+            registry = next(
+                (
+                    r
+                    for r in self._settings.registries
+                    if ref is not None and r.host == ref.registry
+                ),
+                None,
+            )
+            digest = c.image_id or (ref.digest if ref else None)
+            repository = ref.path if ref and registry else None
+            rows.append((c.name, c.image, registry.name if registry else None, repository, digest))
+            if (
+                registry
+                and repository
+                and digest
+                and not await cluster_store.known_image(session, registry.name, repository, digest)
+            ):
+                new_images.append(
+                    ImagePushed(
+                        delivery_id=f"running:{registry.name}/{repository}@{digest}",
+                        registry=registry.name,
+                        repository=repository,
+                        digest=digest,
+                        tag=ref.tag if ref else None,
+                    )
+                )
+        if event.kind == "Pod":
+            await cluster_store.observe(
+                session,
+                cluster=event.cluster,
+                namespace=event.namespace,
+                kind=event.kind,
+                name=event.owner or event.name,
+                uid=event.uid,
+                containers=rows,
+                now=now,
+            )
+        await inbox.add(
+            session,
+            [
+                inbox.NewEvent(f"cluster:{event.cluster}", e.delivery_id, e.type, dump_event(e))
+                for e in new_images
+            ],
+            now,
+        )
 
     async def _check_workload(self, workload: Workload, session: AsyncSession) -> None:
         findings = evaluate(workload, self._settings.policy)

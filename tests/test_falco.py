@@ -32,14 +32,31 @@ class Clock:
         return self.t
 
 
-def event(rule: str, pod: str, *, ns: str = "payments", priority: str = "Warning",
-          output: str = "something odd", n: int = 0) -> bytes:
-    return json.dumps({
-        "uuid": f"{rule}-{pod}-{n}", "rule": rule, "priority": priority, "output": output,
-        "time": "2026-12-01T09:00:00.000000000Z", "source": "syscall", "tags": ["container"],
-        "output_fields": {"k8s.ns.name": ns, "k8s.pod.name": pod,
-                          "container.image.repository": "registry.local/payments/api"},
-    }).encode()
+def event(
+    rule: str,
+    pod: str,
+    *,
+    ns: str = "payments",
+    priority: str = "Warning",
+    output: str = "something odd",
+    n: int = 0,
+) -> bytes:
+    return json.dumps(
+        {
+            "uuid": f"{rule}-{pod}-{n}",
+            "rule": rule,
+            "priority": priority,
+            "output": output,
+            "time": "2026-12-01T09:00:00.000000000Z",
+            "source": "syscall",
+            "tags": ["container"],
+            "output_fields": {
+                "k8s.ns.name": ns,
+                "k8s.pod.name": pod,
+                "container.image.repository": "registry.local/payments/api",
+            },
+        }
+    ).encode()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.json")))
@@ -68,9 +85,17 @@ async def falco(aiohttp_client: Callable[..., Any], sqlite_url: str) -> AsyncIte
     await slack.start()
     clock = Clock()
     settings = make_settings(
-        sqlite_url, slack=slack_section(slack), falco={"token": TOKEN},
-        teams=[{"name": "payments", "channel": "#payments", "namespaces": ["payments"],
-                "oncall": "SONCALL1"}],
+        sqlite_url,
+        slack=slack_section(slack),
+        falco={"token": TOKEN},
+        teams=[
+            {
+                "name": "payments",
+                "channel": "#payments",
+                "namespaces": ["payments"],
+                "oncall": "SONCALL1",
+            }
+        ],
     )
     runtime = build(settings, handlers.EDGES, clock=clock)
     client = await aiohttp_client(web_app(runtime))
@@ -108,8 +133,9 @@ async def test_same_rule_in_many_pods_is_one_correlated_alert(falco: Any) -> Non
     assert len([p for p in posts if not p.args.get("thread_ts")]) == 1
     final = falco.slack.messages["#payments"][0]
     headline = final["blocks"][0]["text"]["text"]
-    assert headline == ("Correlated: Outbound connection to C2 in 14 pods across 5 services "
-                        "in 10 minutes")
+    assert headline == (
+        "Correlated: Outbound connection to C2 in 14 pods across 5 services in 10 minutes"
+    )
 
 
 async def test_redelivered_event_counts_once(falco: Any) -> None:
@@ -121,8 +147,12 @@ async def test_redelivered_event_counts_once(falco: Any) -> None:
 
 
 async def test_mining_rule_is_critical_and_pages_with_ack(falco: Any) -> None:
-    body = event("Detect outbound connections to common miner pool ports", "api-1",
-                 priority="Notice", output="connection to stratum+tcp://pool.example:3333")
+    body = event(
+        "Detect outbound connections to common miner pool ports",
+        "api-1",
+        priority="Notice",
+        output="connection to stratum+tcp://pool.example:3333",
+    )
     await falco.post("/hooks/falco", data=body, headers=AUTH)
     await falco.settle()
     [post] = falco.slack.calls_to("chat.postMessage")
@@ -144,3 +174,40 @@ async def test_unowned_namespace_goes_to_fallback(falco: Any) -> None:
     await falco.settle()
     [post] = falco.slack.calls_to("chat.postMessage")
     assert post.args["channel"] == "#fallback"
+
+
+async def test_falco_storm_is_one_correlated_alert_with_few_updates(
+    aiohttp_client: Callable[..., Any], sqlite_url: str
+) -> None:
+    slack = SlackStandIn(epoch=time.time())
+    await slack.start()
+    clock = Clock()
+    settings = make_settings(
+        sqlite_url,
+        slack=slack_section(slack, channel_interval=1.0),
+        falco={"token": TOKEN},
+        teams=[{"name": "payments", "channel": "#payments", "namespaces": ["payments"]}],
+    )
+    runtime = build(settings, handlers.EDGES, clock=clock)
+    client = await aiohttp_client(web_app(runtime))
+    for i in range(300):
+        clock.t = datetime(2026, 12, 1, 9, 0, tzinfo=UTC) + timedelta(seconds=i)  # 5 minutes
+        body = event("Terminal shell in container", f"svc{i % 8}-7d9f8b6c5d-p{i % 40:04d}", n=i)
+        assert (await client.post("/hooks/falco", data=body, headers=AUTH)).status == 202
+    for _ in range(400):
+        async with runtime.core.db.transaction() as s:
+            counts = await inbox.counts(s)
+            owed = await outbox.pending_count(s)
+        if set(counts) == {"done"} and not owed:
+            break
+        await asyncio.sleep(0.05)
+    posts = slack.calls_to("chat.postMessage")
+    updates = slack.calls_to("chat.update")
+    assert len(posts) == 1
+    assert len(updates) <= 10, len(updates)
+    final = slack.messages["#payments"][0]
+    assert final["blocks"][0]["text"]["text"] == (
+        "Correlated: Terminal shell in container in 40 pods across 8 services in 10 minutes"
+    )
+    assert "*Events* 300" in json.dumps(final["blocks"])
+    await slack.stop()

@@ -57,6 +57,16 @@ class ImageDeleted(DomainEvent):
     tag: str | None = Field(None, pattern=TAG_PATTERN)
 
 
+class ScanCompleted(DomainEvent):
+    """A registry's own scanner finished scanning an image (Harbor SCANNING_COMPLETED)."""
+
+    type: Literal["scan.completed"] = "scan.completed"
+    registry: str
+    repository: str = Field(max_length=255, pattern=REPOSITORY_PATTERN)
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    tag: str | None = Field(None, pattern=TAG_PATTERN)
+
+
 class RuntimeAlert(DomainEvent):
     """A runtime detection (Falco) in a pod."""
 
@@ -126,7 +136,7 @@ class WorkloadObserved(DomainEvent):
     owner: str | None = None
 
 
-Event = ImagePushed | ImageDeleted | RuntimeAlert | WorkloadSeen | WorkloadObserved
+Event = ImagePushed | ImageDeleted | ScanCompleted | RuntimeAlert | WorkloadSeen | WorkloadObserved
 AnyEvent = Annotated[Event, Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 

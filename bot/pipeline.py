@@ -22,6 +22,7 @@ from bot.events import (
     ImageDeleted,
     ImagePushed,
     RuntimeAlert,
+    ScanCompleted,
     WorkloadObserved,
     WorkloadSeen,
     dump_event,
@@ -32,8 +33,10 @@ from bot.registry_client import PermanentRegistryError, RegistryClient
 from bot.routing import route_namespace, route_repository, route_workload
 from bot.slack import render
 from bot.store import cluster as cluster_store
-from bot.store import images, inbox
+from bot.store import images, inbox, tracking
 from bot.vulns.match import Package
+from bot.vulns.reports import ReportError, ReportFinding, parse_harbor
+from bot.vulns.reports import to_finding as report_finding
 from bot.vulns.service import Vulnerabilities, packages_of
 from bot.worker import Apply, PermanentError
 
@@ -72,6 +75,8 @@ class Pipeline:
             return await self._pushed(event)
         if isinstance(event, RuntimeAlert):
             return partial(self._runtime, event)
+        if isinstance(event, ScanCompleted):
+            return await self._scan_completed(event)
         if isinstance(event, WorkloadSeen):
             return partial(self._workload, event)
         if isinstance(event, WorkloadObserved):
@@ -185,6 +190,48 @@ class Pipeline:
             critical_channel=team.critical_channel if team else None,
         )
         await self._announcer.record_push(session, push, findings, self._clock.now())
+
+    async def _scan_completed(self, event: ScanCompleted) -> Apply:
+        """Harbor's report joins the built-in findings; the same vulnerability is posted once."""
+        registry = self._settings.registry(event.registry)
+        if registry is None:
+            raise PermanentError(f"registry {event.registry!r} is no longer configured")
+        try:
+            report = await self._client.harbor_report(registry, event.repository, event.digest)
+            found = parse_harbor(report)
+        except PermanentRegistryError as exc:
+            raise PermanentError(str(exc)) from exc
+        except ReportError as exc:
+            raise PermanentError(f"Harbor report: {exc}") from exc
+        route = route_repository(
+            self._settings.teams, event.repository, self._settings.slack.fallback_channel
+        )
+        team = self._settings.team(route.team)
+        push = Push(
+            context=render.PushContext(
+                registry=registry.name,
+                registry_host=registry.host,
+                repository=event.repository,
+                digest=event.digest,
+                tags=(event.tag,) if event.tag else (),
+                team=route.team,
+            ),
+            tag=event.tag,
+            channel=route.channel,
+            critical_channel=team.critical_channel if team else None,
+        )
+        return partial(self._record_report, push, found)
+
+    async def _record_report(
+        self, push: Push, found: list[ReportFinding], session: AsyncSession
+    ) -> None:
+        ctx = push.context
+        known = await tracking.tracked_for(session, ctx.registry, ctx.repository)
+        ids = {t.check_id for t in known}
+        fresh = [r for r in found if r.vuln_id not in ids and not ids & set(r.aliases)]
+        await self._announcer.record_push(
+            session, push, [report_finding(r) for r in fresh], self._clock.now(), complete=False
+        )
 
     async def _runtime(self, event: RuntimeAlert, session: AsyncSession) -> None:
         route = route_namespace(

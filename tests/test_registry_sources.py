@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.config import Registry, RegistryKind
-from bot.events import ImageDeleted, ImagePushed
+from bot.events import ImageDeleted, ImagePushed, ScanCompleted
 from handlers.registry import artifact_registry, dockerhub, ecr, ghcr, harbor, quay
 from handlers.registry.errors import MalformedPayload, Unauthorized
 
@@ -63,6 +63,10 @@ def deleted(repository: str, digest: str | None, tag: str | None, delivery_id: s
     return E("image.deleted", repository, digest, tag, None, delivery_id, None)
 
 
+def scanned(repository: str, digest: str, tag: str | None, delivery_id: str) -> E:
+    return E("scan.completed", repository, digest, tag, None, delivery_id, None)
+
+
 DEBIAN = "sha256:8a9e9863dbb6e10edb5adfe917c00da84e1700fa76e7ed02476aa6e6fb8ee0d8"
 ZULIP_PUSHED = "sha256:d72f37f783ed6a8d58ac70b4db052707d1ec9d4ea010ef5ccd84652faf9ed844"
 ZULIP_DELETED = "sha256:59856107563b1e1b2e48c8635e5cb44fa9b194f6a425e0b668917602213bb5b4"
@@ -79,8 +83,26 @@ QUAY_TWO = "sha256:4ad8b5191fbc9679adb2b3453980ef3f11168b2cd122ac0eb8aa7d13cc663
 AR_HELLO_WORLD = "my-project/my-repo/hello-world"
 
 # fixture -> the events it must yield, in order.
+HARBOR_SCANNED = "sha256:b50334049354ed01330403212605dce2f4676a4e787ed113506861d9cf3c5424"
+CERN_SCANNED = "sha256:ae884a753406c59bc5d20bd30e380fcb1857703ea538abcfb795cf3a93aabfaa"
 EXPECTED: dict[str, dict[str, list[E]]] = {
     "harbor": {
+        "scanning_completed__zulip": [
+            scanned(
+                "test/alpine/helm",
+                HARBOR_SCANNED,
+                "3.8.1",
+                f"SCANNING_COMPLETED test/alpine/helm {HARBOR_SCANNED} 3.8.1 1648715576",
+            )
+        ],
+        "scanning_completed__cern-no-tag-no-occur_at": [
+            scanned(
+                "inveniosoftware/almalinux",
+                CERN_SCANNED,
+                None,
+                f"SCANNING_COMPLETED inveniosoftware/almalinux {CERN_SCANNED} - -",
+            )
+        ],
         "push_artifact__doc": [
             pushed(
                 "test-webhook/debian",
@@ -251,8 +273,6 @@ EXPECTED: dict[str, dict[str, list[E]]] = {
 # fixture -> the IGNORED entry it is (None: a handled event type that is not an image push).
 IGNORED: dict[str, dict[str, str | None]] = {
     "harbor": {
-        "scanning_completed__zulip": "SCANNING_COMPLETED",
-        "scanning_completed__cern-no-tag-no-occur_at": "SCANNING_COMPLETED",
         "scanning_failed__zulip": "SCANNING_FAILED",
     },
     "dockerhub": {},
@@ -287,6 +307,7 @@ COVERS: dict[str, dict[str, tuple[str, str]]] = {
     "harbor": {
         "PUSH_ARTIFACT": ("push_artifact__doc", "image.pushed"),
         "DELETE_ARTIFACT": ("delete_artifact__zulip", "image.deleted"),
+        "SCANNING_COMPLETED": ("scanning_completed__zulip", "scan.completed"),
     },
     "dockerhub": {"push": ("push__doc", "image.pushed")},
     "ghcr": {
@@ -323,7 +344,9 @@ def _load(kind: str, name: str) -> tuple[dict[str, str], bytes]:
     return headers, body
 
 
-def _as_tuple(event: ImagePushed | ImageDeleted) -> E:
+def _as_tuple(event: ImagePushed | ImageDeleted | ScanCompleted) -> E:
+    if isinstance(event, ScanCompleted):
+        return scanned(event.repository, event.digest, event.tag, event.delivery_id)
     if isinstance(event, ImagePushed):
         return pushed(
             event.repository,
@@ -775,7 +798,7 @@ def _outcome(kind: str, headers: dict[str, str], body: bytes) -> None:
         parsed = MODULES[kind].parse(headers, body, "reg")
     except MalformedPayload:
         return
-    assert all(isinstance(e, ImagePushed | ImageDeleted) for e in parsed.events)
+    assert all(isinstance(e, ImagePushed | ImageDeleted | ScanCompleted) for e in parsed.events)
     assert parsed.ignored >= 0
 
 

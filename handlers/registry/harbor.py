@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bot.config import Registry
-from bot.events import DIGEST_PATTERN, ImageDeleted, ImagePushed
+from bot.events import DIGEST_PATTERN, ImageDeleted, ImagePushed, ScanCompleted
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload, Unauthorized
 from handlers.registry.parsed import Parsed, describe
@@ -68,7 +68,8 @@ class EventData(_Payload):
 
 class ArtifactEvent(_Payload):
     type: str
-    occur_at: int = Field(ge=0, le=MAX_EPOCH)
+    #: Absent in some SCANNING_COMPLETED events as Harbor publishes them.
+    occur_at: int | None = Field(None, ge=0, le=MAX_EPOCH)
     operator: str | None = None
     event_data: EventData
 
@@ -103,8 +104,8 @@ def parse(headers: Mapping[str, str], body: bytes, registry: str) -> Parsed:
 
 
 def _push_artifact(ev: ArtifactEvent, registry: str) -> Parsed:
-    pushed_at = datetime.fromtimestamp(ev.occur_at, tz=UTC)
-    events: list[ImagePushed | ImageDeleted] = []
+    pushed_at = datetime.fromtimestamp(ev.occur_at, tz=UTC) if ev.occur_at is not None else None
+    events: list[ImagePushed | ImageDeleted | ScanCompleted] = []
     for digest, tag in _references(ev):
         events.append(
             ImagePushed(
@@ -122,7 +123,7 @@ def _push_artifact(ev: ArtifactEvent, registry: str) -> Parsed:
 
 def _delete_artifact(ev: ArtifactEvent, registry: str) -> Parsed:
     # DELETE_ARTIFACT removes the artifact itself (every tag on it), so the digest is the point.
-    events: list[ImagePushed | ImageDeleted] = [
+    events: list[ImagePushed | ImageDeleted | ScanCompleted] = [
         ImageDeleted(
             delivery_id=_delivery_id(ev, digest, tag),
             registry=registry,
@@ -163,15 +164,32 @@ def _delivery_id(ev: ArtifactEvent, digest: str | None, tag: str | None) -> str:
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _scanning_completed(ev: ArtifactEvent, registry: str) -> Parsed:
+    """Harbor's scanner is done: the report is fetched from Harbor's API (never from the URL
+    in the payload) when the event is processed."""
+    events: list[ImagePushed | ImageDeleted | ScanCompleted] = [
+        ScanCompleted(
+            delivery_id=_delivery_id(ev, digest, tag),
+            registry=registry,
+            repository=ev.event_data.repository.repo_full_name,
+            digest=digest,
+            tag=tag,
+        )
+        for digest, tag in _references(ev)
+        if digest is not None
+    ]
+    return Parsed(events=events, ignored=len(ev.event_data.resources) - len(events))
+
+
 HANDLED: dict[str, Callable[[ArtifactEvent, str], Parsed]] = {
     "PUSH_ARTIFACT": _push_artifact,
     "DELETE_ARTIFACT": _delete_artifact,
+    "SCANNING_COMPLETED": _scanning_completed,
 }
-#: Valid Harbor webhook events, not ours (yet): scan results arrive with a later issue.
+#: Valid Harbor webhook events the bot has nothing to do with.
 IGNORED = frozenset(
     {
         "PULL_ARTIFACT",
-        "SCANNING_COMPLETED",
         "SCANNING_FAILED",
         "SCANNING_STOPPED",
         "QUOTA_EXCEED",

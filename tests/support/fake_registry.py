@@ -31,6 +31,9 @@ class FakeRegistry:
     manifests: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # ref -> (type, body)
     blobs: dict[str, bytes] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    #: Harbor API: vulnerability report bodies by artifact digest, and the raw paths asked.
+    harbor_reports: dict[str, bytes] = field(default_factory=dict)
+    harbor_requests: list[tuple[str, str | None]] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -64,6 +67,7 @@ class FakeRegistry:
         app.router.add_get("/v2/{repo:.+}/manifests/{ref}", self._manifest)
         app.router.add_get("/v2/{repo:.+}/blobs/{digest}", self._blob)
         app.router.add_get("/token", self._token)
+        app.router.add_get("/api/v2.0/{rest:.+}", self._harbor)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
@@ -115,6 +119,13 @@ class FakeRegistry:
         if digest not in self.blobs:
             return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
         return web.Response(body=self.blobs[digest], content_type="application/octet-stream")
+
+    async def _harbor(self, request: web.Request) -> web.Response:
+        self.harbor_requests.append((request.raw_path, request.headers.get("Authorization")))
+        digest = request.raw_path.split("/artifacts/", 1)[-1].split("/", 1)[0]
+        if digest not in self.harbor_reports:
+            return web.json_response({"errors": [{"code": "NOT_FOUND"}]}, status=404)
+        return web.Response(body=self.harbor_reports[digest], content_type="application/json")
 
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests.append(dict(request.query))

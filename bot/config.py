@@ -310,6 +310,13 @@ class Admission(Section):
         return self
 
 
+class Vulns(Section):
+    #: "builtin": the OSV store only; "trivy": also run `trivy image` on each pushed image.
+    scanner: Literal["builtin", "trivy"] = "builtin"
+    trivy_path: str = "trivy"
+    trivy_timeout: float = Field(300.0, gt=0)
+
+
 class Worker(Section):
     concurrency: int = Field(4, ge=0)
     max_attempts: int = Field(5, ge=1)
@@ -354,6 +361,7 @@ class Settings(BaseSettings):
     checks: Checks = Checks()
     alerts: Alerts = Alerts()
     falco: Falco = Falco()
+    vulns: Vulns = Vulns()
     admission: Admission = Admission()
     policy: PolicyConfig = PolicyConfig()
     clusters: tuple[ClusterConfig, ...] = ()

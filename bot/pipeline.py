@@ -35,7 +35,7 @@ from bot.slack import render
 from bot.store import cluster as cluster_store
 from bot.store import images, inbox, tracking
 from bot.vulns.match import Package
-from bot.vulns.reports import ReportError, ReportFinding, parse_harbor
+from bot.vulns.reports import ReportError, ReportFinding, ScannerError, parse_harbor, run_trivy
 from bot.vulns.reports import to_finding as report_finding
 from bot.vulns.service import Vulnerabilities, packages_of
 from bot.worker import Apply, PermanentError
@@ -282,6 +282,8 @@ class Pipeline:
         """The common checks, known vulnerabilities, then what the owning team asks for."""
         findings = run_image_checks(facts, self._policy, self._clock.now())
         findings += await self._vulns.findings(packages)
+        if self._settings.vulns.scanner == "trivy":
+            findings += await self._trivy(registry, facts, findings)
         severities = {k: Severity(v) for k, v in self._settings.checks.severities.items()}
         disabled: frozenset[str] = frozenset()
         if team is not None:
@@ -292,6 +294,22 @@ class Pipeline:
             severities |= {k: Severity(v) for k, v in team.severities.items()}
             disabled = frozenset(team.disabled_checks)
         return graded(findings, disabled | self._policy.disabled, severities)
+
+    async def _trivy(
+        self, registry: Registry, facts: ImageFacts, known: list[Finding]
+    ) -> list[Finding]:
+        """Trivy's findings that the built-in matcher did not already report (by id or alias)."""
+        vulns = self._settings.vulns
+        ref = f"{registry.host}/{facts.repository}@{facts.digest}"
+        try:
+            found = await run_trivy(ref, timeout=vulns.trivy_timeout, trivy=vulns.trivy_path)
+        except ScannerError as exc:
+            log.warning("trivy on %s failed: %s", ref, exc)
+            return []
+        ids = {f.check_id for f in known}
+        return [
+            report_finding(r) for r in found if r.vuln_id not in ids and not ids & set(r.aliases)
+        ]
 
     async def _record_push(
         self,

@@ -240,3 +240,18 @@ async def test_base_outside_the_allowed_list_and_regrading(app_client, sqlite_ur
     shown = await _announced(rt, client, notification("team-a/app", digest, "1.0"))
     assert "untrusted-base" in shown and "docker.io/library/ubuntu:18.04" in shown
     assert "*CRITICAL* `runs-as-root`" in shown
+
+
+async def test_trivy_as_scanner_adds_its_findings(
+    app_client, sqlite_url, fake, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    report = Path(__file__).parent / "fixtures/reports/alpine-310.json"
+    trivy = tmp_path / "trivy"
+    trivy.write_text(f"#!/bin/sh\ncat '{report}'\n")
+    trivy.chmod(0o755)
+    digest = fake.add_image("team-a/app", "1.0", {"config": {"User": "app"}})
+    settings = _settings(sqlite_url, fake, vulns={"scanner": "trivy", "trivy_path": str(trivy)})
+    client, rt = await app_client(settings)
+    shown = await _announced(rt, client, notification("team-a/app", digest, "1.0"))
+    first = json.loads(report.read_text())["Results"][0]["Vulnerabilities"][0]
+    assert first["VulnerabilityID"] in shown and first["PkgName"] in shown

@@ -52,6 +52,7 @@ bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/scan.py
 	$(BIN)/python bench/storm.py
+	$(BIN)/python bench/digest.py
 
 clean:
 	rm -rf $(VENV) crowsnest.db crowsnest.db-wal crowsnest.db-shm

@@ -130,25 +130,28 @@ class Announcer:
         for row in rows:
             row.message_id = message.id
         await session.flush()
-        if any(Severity(r.severity).rank >= self._page_rank for r in rows):
-            await self._open_alert(session, message, rows, now)
+        paging = [r for r in rows if Severity(r.severity).rank >= self._page_rank]
+        if paging:
+            worst = max(paging, key=lambda r: Severity(r.severity).rank)
+            summary = f"{worst.severity} {worst.check_id} in {worst.repository}"
+            await self._open_alert(session, message, worst.team, summary, now)
         await self.redraw(session, message.id, now)
 
     async def _open_alert(
         self,
         session: AsyncSession,
         message: SlackMessage,
-        rows: list[TrackedFinding],
+        team: str | None,
+        summary: str,
         now: datetime,
     ) -> None:
+        """Page on-call for this message, once: escalation starts counting now."""
         if await tracking.alert_for_message(session, message.id) is not None:
             return
-        worst = max(rows, key=lambda r: Severity(r.severity).rank)
-        summary = f"{worst.severity} {worst.check_id} in {worst.repository}"
         session.add(
             Alert(
                 message_id=message.id,
-                team=worst.team,
+                team=team,
                 summary=summary[:400],
                 created_at=now,
                 level=0,
@@ -303,18 +306,8 @@ class Announcer:
             await tracking.set_message_content(
                 session, message.id, text=message.text, blocks=[], context=ctx.to_json()
             )
-        if self._pages(ctx) and await tracking.alert_for_message(session, message.id) is None:
-            session.add(
-                Alert(
-                    message_id=message.id,
-                    team=team,
-                    summary=f"{ctx.severity} {ctx.rule}"[:400],
-                    created_at=now,
-                    level=0,
-                    next_escalation_at=now + timedelta(seconds=self._settings.alerts.ack_timeout),
-                )
-            )
-            await session.flush()
+        if self._pages(ctx):
+            await self._open_alert(session, message, team, f"{ctx.severity} {ctx.rule}", now)
         await self.redraw(session, message.id, now)
 
     def _pages(self, ctx: render.RuntimeContext) -> bool:

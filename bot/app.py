@@ -26,6 +26,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Settings, SlackMode
 from bot.db import Database, head_revision, migrate_async
 from bot.decisions import Decisions
+from bot.digest_jobs import DigestJobs
 from bot.intake import Intake
 from bot.metrics import Metrics
 from bot.patch_hooks import PatchHooks
@@ -131,6 +132,20 @@ def build(
     return Runtime(core=core, edges=edges, workers=workers, delivery=delivery)
 
 
+async def deliver_now(settings: Settings, out: TextIO = sys.stdout, rounds: int = 50) -> None:
+    """Deliver what the outbox owes, from a command-line process (no server running)."""
+    metrics, clock, db = Metrics(), SystemClock(), Database(settings.database)
+    slack_client, _ = _slack(settings)
+    poster: Poster = WebApiPoster(slack_client, metrics) if slack_client else DryRunPoster(out)
+    delivery = Delivery(db, poster, settings.slack, metrics, clock, asyncio.Event())
+    try:
+        for _ in range(rounds):
+            if not await delivery.run_once():
+                break
+    finally:
+        await db.dispose()
+
+
 def _slack(settings: Settings) -> tuple[AsyncWebClient | None, AsyncApp | None]:
     slack = settings.slack
     if slack.effective_mode is SlackMode.DRY_RUN or slack.bot_token is None:
@@ -204,10 +219,12 @@ async def _http_clients_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     core = app[RUNTIME].core
     interval = min(core.settings.alerts.ack_timeout / 4, 30.0)
+    digests = DigestJobs(core.settings, core.db, core.clock)
     sched = scheduler(
         {
             "expire-ignores": (core.decisions.expire_ignores, 30.0),
             "escalate-alerts": (core.decisions.escalate, interval),
+            "digests": (digests.run_due, 60.0),
         }
     )
     sched.start()

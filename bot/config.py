@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bot.checks.policy import PolicyConfig
 from bot.cluster import ClusterConfig
+from bot.crontab import trigger_for
 from bot.sections import Section
 
 DEFAULT_CONFIG_PATH = Path("crowsnest.toml")
@@ -239,6 +240,25 @@ class Alerts(Section):
 
 
 class Digest(Section):
+    #: When each team's digest is posted, in the team's own time zone (crontab syntax).
+    cron: str = "0 9 * * 1"
+    #: The period a digest covers, in days (compared with the period before it).
+    days: int = Field(7, ge=1, le=366)
+    #: A digest missed while the bot was down is still posted this many hours later.
+    grace_hours: float = Field(24.0, ge=0)
+    #: The organisation-wide digest for managers, if set.
+    managers_channel: str | None = None
+    managers_timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, cron: str) -> str:
+        try:
+            trigger_for(cron, "UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a crontab expression: {exc}") from None
+        return cron
+
     #: Days a fixable finding may stay open, by severity; a Patch's due date comes from here.
     sla_days: dict[str, int] = {"critical": 7, "high": 30, "medium": 90, "low": 180}
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.app import build, web_app
+from bot.app import build, deliver_now, web_app
 from bot.checks.hygiene import run_image_checks
+from bot.clock import SystemClock
 from bot.config import ConfigError, Settings, load_settings
 from bot.db import Database, migrate
 from bot.findings import Finding, Severity, worst_first
@@ -279,6 +280,49 @@ async def _vulndb_import(settings: Settings, path: Path) -> int:
     return EXIT_OK
 
 
+def cmd_digest(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.team and settings.team(args.team) is None:
+        print(f"error: no team named {args.team!r}", file=sys.stderr)
+        return EXIT_ERROR
+    return asyncio.run(_digest(settings, args))
+
+
+async def _digest(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.digest_jobs import ORG, DigestJobs, Due
+    from bot.slack.digest_render import digest_message, digest_text
+
+    db = Database(settings.database)
+    now = datetime.now(UTC)
+    try:
+        jobs = DigestJobs(settings, db, SystemClock())
+        digest = await jobs.build((args.team,) if args.team else None, now)
+        if args.chart:
+            from bot.digest_chart import chart_png
+
+            png = chart_png(digest, args.team)
+            await asyncio.to_thread(Path(args.chart).write_bytes, png)
+        if args.dry_run:
+            if args.format == "json":
+                print(json.dumps({"blocks": digest_message(digest, args.team).blocks}, indent=2))
+            else:
+                print(digest_text(digest))
+            return EXIT_OK
+        team = settings.team(args.team)
+        channel = (
+            team.channel
+            if team
+            else (settings.digest.managers_channel or settings.slack.fallback_channel)
+        )
+        due = Due(args.team or ORG, now, channel, team.timezone if team else "UTC")
+        await jobs.post(due, f"digest:{due.team}:manual:{now.isoformat()}", digest, now)
+    finally:
+        await db.dispose()
+    await deliver_now(settings)
+    print(f"digest posted to {channel}")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="crowsnest", description="Crow's Nest security bot")
     p.add_argument("--log-level", default=os.environ.get("CROWSNEST_LOG_LEVEL", "info"))
@@ -306,6 +350,12 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--format", choices=("text", "json"), default="text")
     sc.add_argument("--fail-on", choices=[s.value for s in Severity], default="high")
     sc.set_defaults(func=cmd_scan)
+    dg = add("digest", "build the patch-lag digest now and post it")
+    dg.add_argument("--team")
+    dg.add_argument("--dry-run", action="store_true", help="print it instead of posting")
+    dg.add_argument("--format", choices=("text", "json"), default="text")
+    dg.add_argument("--chart", metavar="PATH", help="write the chart PNG there")
+    dg.set_defaults(func=cmd_digest)
     vd = sub.add_parser("vulndb", help="the offline advisory store")
     vd_sub = vd.add_subparsers(dest="vulndb_command", required=True)
     imp = vd_sub.add_parser("import", help="load OSV advisories (a directory or all.zip)")

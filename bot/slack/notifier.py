@@ -71,6 +71,8 @@ class Poster(Protocol):
 
     async def update(self, msg: SlackMessage, channel_id: str, ts: str) -> None: ...
 
+    async def upload(self, msg: SlackMessage, channel_id: str, thread_ts: str) -> None: ...
+
     async def find(
         self, channel_id: str, key: str, since: datetime, thread_ts: str | None
     ) -> Posted | None: ...
@@ -103,6 +105,19 @@ class WebApiPoster:
             "chat.update",
             self._client.chat_update(
                 channel=channel_id, ts=ts, text=msg.text, blocks=json.loads(msg.blocks)
+            ),
+        )
+
+    async def upload(self, msg: SlackMessage, channel_id: str, thread_ts: str) -> None:
+        filename, title, data = outbox.file_of(msg)
+        await self.call(
+            "files.upload_v2",
+            self._client.files_upload_v2(
+                channel=channel_id,
+                thread_ts=thread_ts,
+                content=data,
+                filename=filename,
+                title=title,
             ),
         )
 
@@ -176,6 +191,22 @@ class DryRunPoster:
 
     async def update(self, msg: SlackMessage, channel_id: str, ts: str) -> None:
         self._emit("update", channel_id, msg, ts=ts)
+
+    async def upload(self, msg: SlackMessage, channel_id: str, thread_ts: str) -> None:
+        filename, _, data = outbox.file_of(msg)
+        self._out.write(
+            json.dumps(
+                {
+                    "dry_run": True,
+                    "action": "upload",
+                    "channel": channel_id,
+                    "filename": filename,
+                    "bytes": len(data),
+                }
+            )
+            + "\n"
+        )
+        self._out.flush()
 
     async def find(
         self, channel_id: str, key: str, since: datetime, thread_ts: str | None
@@ -281,6 +312,10 @@ class Delivery:
             assert parent is not None and parent.channel_id and parent.ts
             await self._pace(msg.channel)
             await self._poster.update(msg, parent.channel_id, parent.ts)
+            return Posted(parent.channel_id, parent.ts)
+        if msg.kind == "file":
+            assert parent is not None and parent.channel_id and parent.ts
+            await self._poster.upload(msg, parent.channel_id, parent.ts)
             return Posted(parent.channel_id, parent.ts)
         thread_ts = parent.ts if parent is not None else None
         channel = parent.channel_id if parent is not None and parent.channel_id else msg.channel

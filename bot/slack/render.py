@@ -165,22 +165,7 @@ def push_message(
         SectionBlock(text=MarkdownTextObject(text=_image_line(ctx))),
         ContextBlock(elements=[MarkdownTextObject(text=_counts_line(ordered))]),
     ]
-    if alert_note:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=alert_note)]))
-    if page:
-        blocks.append(
-            ActionsBlock(
-                block_id="alert",
-                elements=[
-                    ButtonElement(
-                        text="Acknowledge",
-                        action_id=ActionId.ACK,
-                        value=str(message_id),
-                        style="danger",
-                    ),
-                ],
-            )
-        )
+    blocks.extend(_alert_blocks(message_id, page, alert_note))
     if ordered:
         blocks.append(DividerBlock())
     shown = ordered[:TOP_FINDINGS]
@@ -202,6 +187,19 @@ def push_message(
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"Digest {code(ctx.digest)}")]))
     assert len(blocks) <= MAX_BLOCKS
     return Message(text=_fallback(ctx, ordered), blocks=[b.to_dict() for b in blocks])
+
+
+def _alert_blocks(message_id: int, page: bool, note: str | None) -> list[Block]:
+    """Who acknowledged the alert, or the Acknowledge button while nobody has."""
+    blocks: list[Block] = []
+    if note:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=note)]))
+    if page:
+        button = ButtonElement(
+            text="Acknowledge", action_id=ActionId.ACK, value=str(message_id), style="danger"
+        )
+        blocks.append(ActionsBlock(block_id="alert", elements=[button]))
+    return blocks
 
 
 def _finding_blocks(f: FindingView) -> list[Block]:
@@ -481,22 +479,7 @@ def runtime_message(
             )
         ),
     ]
-    if alert_note:
-        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=alert_note)]))
-    if page:
-        blocks.append(
-            ActionsBlock(
-                block_id="alert",
-                elements=[
-                    ButtonElement(
-                        text="Acknowledge",
-                        action_id=ActionId.ACK,
-                        value=str(message_id),
-                        style="danger",
-                    ),
-                ],
-            )
-        )
+    blocks.extend(_alert_blocks(message_id, page, alert_note))
     text = truncate(mrkdwn(headline), FALLBACK_LIMIT)
     return Message(text=text, blocks=[b.to_dict() for b in blocks])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -148,6 +149,60 @@ async def add_update(
         },
     )
     await session.execute(stmt)
+
+
+async def exists(session: AsyncSession, key: str) -> bool:
+    row = await session.execute(select(SlackMessage.id).where(SlackMessage.key == key))
+    return row.scalar_one_or_none() is not None
+
+
+async def set_content(
+    session: AsyncSession, msg_id: int, text: str, blocks: list[dict[str, Any]]
+) -> None:
+    await session.execute(
+        update(SlackMessage)
+        .where(SlackMessage.id == msg_id)
+        .values(text=text, blocks=json.dumps(blocks, separators=(",", ":")))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def add_file(
+    session: AsyncSession,
+    parent: SlackMessage,
+    *,
+    key: str,
+    filename: str,
+    title: str,
+    data: bytes,
+    now: datetime,
+) -> None:
+    """A file (a digest chart) to upload into the thread of `parent` once it is posted."""
+    blob = json.dumps(
+        {"filename": filename, "title": title, "data": base64.b64encode(data).decode("ascii")}
+    )
+    await session.execute(
+        insert(session, SlackMessage)
+        .values(
+            key=key,
+            kind="file",
+            parent_id=parent.id,
+            channel=parent.channel,
+            text=title,
+            blocks="[]",
+            context=blob,
+            status=PENDING,
+            attempts=0,
+            available_at=now,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+
+
+def file_of(msg: SlackMessage) -> tuple[str, str, bytes]:
+    doc = json.loads(msg.context or "{}")
+    return str(doc["filename"]), str(doc["title"]), base64.b64decode(doc["data"])
 
 
 async def due(

@@ -11,9 +11,10 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Core
-from bot.findings import Severity
+from bot.digest_jobs import DigestJobs
 from bot.queries import OpenFinding
 from bot.slack import render
+from bot.slack.digest_render import digest_text
 from bot.slack.escape import code, mrkdwn, truncate
 
 HELP = (
@@ -101,23 +102,11 @@ async def _ignores(core: Core, args: list[str]) -> str:
 
 async def _digest(core: Core, args: list[str]) -> str:
     team = args[0] if args else None
-    counts = await core.queries.counts(team)
-    found = await core.queries.open_findings(team=team, limit=1000)
-    now = core.clock.now()
-    overdue = [f for f in found if _overdue(core, f, now)]
-    line = " · ".join(f"{counts[s]} {s.value}" for s in Severity if counts[s]) or "none"
-    scope = mrkdwn(team) if team else "all teams"
-    return (
-        f"*Digest for {scope}*\nOpen findings: {line}\nPast their SLA: {len(overdue)}\n"
-        + _lines(overdue[:10], with_repo=True)
-    )
-
-
-def _overdue(core: Core, f: OpenFinding, now: Any) -> bool:
-    if f.due_at is not None:
-        return bool(f.due_at < now)
-    days = core.settings.sla_days(f.team, f.severity.value)
-    return days is not None and (now - f.first_seen_at).days > days
+    if team is not None and core.settings.team(team) is None:
+        return f"No team named {code(team)}."
+    jobs = DigestJobs(core.settings, core.db, core.clock)
+    digest = await jobs.build((team,) if team else None, core.clock.now())
+    return "```" + mrkdwn(digest_text(digest)).replace("```", "\u2018" * 3) + "```"
 
 
 def _lines(found: list[OpenFinding], *, with_repo: bool) -> str:

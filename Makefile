@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint unit bench system-deps migrate check-config clean
+.PHONY: run test test-faults fuzz lint unit bench system-deps migrate check-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ lint: $(VENV)/.installed-test
 
 test: system-deps $(VENV)/.installed-test lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-faults: system-deps $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults
+
+fuzz: $(VENV)/.installed-test
+	$(BIN)/pip install -q atheris
+	$(BIN)/python tests/fuzz_parsers.py -runs=20000
 
 bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python bench/intake.py

@@ -122,7 +122,10 @@ class DecisionRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))
-    finding_id: Mapped[int | None] = mapped_column(ForeignKey("findings.id", ondelete="SET NULL"))
+    #: The repository-level finding (what people decide on), not an image-level row.
+    finding_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tracked_findings.id", ondelete="SET NULL", name="fk_decisions_tracked_finding")
+    )
     subject: Mapped[str] = mapped_column(String(512))
     reason: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -145,7 +145,8 @@ async def test_outbox_key_is_owed_once_and_taken_by_one_sender(db: Database) -> 
         assert await outbox.start_sending(s, msg, NOW)
     async with db.transaction() as s:
         assert not await outbox.start_sending(s, msg, NOW)  # a second replica with the same row
-        assert await outbox.due(s, NOW, timedelta(minutes=2)) == []
+        [held] = await outbox.due(s, NOW, timedelta(minutes=2))
+        assert outbox.in_flight(held, NOW, timedelta(minutes=2))  # it holds its channel
         await outbox.posted(s, msg.id, "C1", "1.0001", NOW)
         assert await outbox.known_channel_id(s, "#a") == "C1"
         assert await outbox.pending_count(s) == 0

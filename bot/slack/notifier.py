@@ -269,7 +269,11 @@ class Delivery:
         by_channel: dict[str, list[SlackMessage]] = {}
         for row in rows:
             by_channel.setdefault(row.channel, []).append(row)
-        ready = {ch: msgs for ch, msgs in by_channel.items() if msgs[0].available_at <= now}
+        ready = {
+            ch: msgs
+            for ch, msgs in by_channel.items()
+            if msgs[0].available_at <= now and not outbox.in_flight(msgs[0], now, STALE_SENDING)
+        }
         if not ready:
             return False
         await asyncio.gather(*(self._deliver_channel(msgs) for msgs in ready.values()))
@@ -277,6 +281,8 @@ class Delivery:
 
     async def _deliver_channel(self, msgs: list[SlackMessage]) -> None:
         for msg in msgs:
+            if outbox.in_flight(msg, self._clock.now(), STALE_SENDING):
+                return
             if msg.available_at > self._clock.now() or not await self._deliver(msg):
                 return  # later messages of this channel wait behind this one
 

@@ -208,19 +208,20 @@ def file_of(msg: SlackMessage) -> tuple[str, str, bytes]:
 async def due(
     session: AsyncSession, now: datetime, stale: timedelta, limit: int = 200
 ) -> list[SlackMessage]:
-    """Undelivered messages in id order (available or not: a waiting one holds its channel)."""
+    """Undelivered messages in id order, in flight ones included: a message that is waiting,
+    or being sent by another replica, holds the messages behind it in its channel."""
     rows = await session.execute(
         select(SlackMessage)
-        .where(
-            or_(
-                SlackMessage.status.in_((PENDING, UNSURE)),
-                (SlackMessage.status == SENDING) & (SlackMessage.sending_since < now - stale),
-            )
-        )
+        .where(SlackMessage.status.in_((PENDING, UNSURE, SENDING)))
         .order_by(SlackMessage.id)
         .limit(limit)
     )
     return list(rows.scalars())
+
+
+def in_flight(msg: SlackMessage, now: datetime, stale: timedelta) -> bool:
+    """Being sent right now by some replica (not a send that died with its process)."""
+    return msg.status == SENDING and (msg.sending_since is None or msg.sending_since >= now - stale)
 
 
 async def get(session: AsyncSession, msg_id: int) -> SlackMessage:

@@ -108,7 +108,10 @@ def parse_record(data: str | bytes | dict[str, Any]) -> OsvRecord:
 
     Raises `ValueError` (bad JSON) or pydantic's `ValidationError` (not an OSV record).
     """
-    obj = json.loads(data) if isinstance(data, str | bytes) else data
+    try:
+        obj = json.loads(data) if isinstance(data, str | bytes) else data
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
     if not isinstance(obj, dict):
         raise ValueError(f"an OSV record is a JSON object, not {type(obj).__name__}")
     record = OsvRecord.model_validate(obj)
@@ -143,7 +146,7 @@ def _describe(exc: Exception) -> str:
 def _records_from(data: bytes, where: str, errors: list[LoadError] | None) -> Iterator[OsvRecord]:
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         _report(errors, where, _describe(e))
         return
     items = obj if isinstance(obj, list) else [obj]  # some feeds publish one JSON array

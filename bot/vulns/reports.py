@@ -89,6 +89,8 @@ def _load(data: bytes | str) -> Any:
         return json.loads(data)
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
         raise ReportError(f"not JSON: {e}") from None
+    except RecursionError:
+        raise ReportError("JSON nested too deep") from None
 
 
 def _obj(value: Any, where: str) -> dict[str, Any]:
@@ -226,7 +228,8 @@ def _grype_fix(match: Mapping[str, Any], vuln: Mapping[str, Any]) -> str | None:
             return _opt(fix, "suggestedVersion")
     fix = vuln.get("fix")
     versions = fix.get("versions") if isinstance(fix, dict) else None
-    listed = [v.strip() for v in versions or [] if isinstance(v, str) and v.strip()]
+    items = versions if isinstance(versions, list) else []
+    listed = [v.strip() for v in items if isinstance(v, str) and v.strip()]
     return ", ".join(listed) or None
 
 

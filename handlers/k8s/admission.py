@@ -36,8 +36,8 @@ def mount(app: web.Application, core: Core) -> None:
     async def review(request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.read())
-        except ValueError:
-            return json_error(400, "not JSON")
+        except (ValueError, RecursionError):
+            return json_error(400, "not JSON (or nested too deep)")
         req = body.get("request") if isinstance(body, dict) else None
         if not isinstance(req, dict) or body.get("kind") != "AdmissionReview":
             return json_error(400, "not an admission.k8s.io/v1 AdmissionReview")

@@ -5,9 +5,11 @@ Every answer is ephemeral: only the person who asked sees it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Core
@@ -26,6 +28,7 @@ HELP = (
     "• `/crowsnest help`: this text"
 )
 LIMIT = 20
+log = logging.getLogger(__name__)
 
 
 def register(app: AsyncApp, core: Core) -> None:
@@ -38,8 +41,12 @@ def register(app: AsyncApp, core: Core) -> None:
 
     async def home(event: dict[str, Any], client: AsyncWebClient) -> None:
         user = str(event.get("user") or "")
-        if user:
+        if not user:
+            return
+        try:
             await client.views_publish(user_id=user, view=await home_view(core, user))
+        except SlackApiError as exc:  # Slack would retry the event: answer it anyway
+            log.warning("views.publish failed: %s", exc.response.get("error"))
 
     app.command("/crowsnest")(crowsnest)
     app.event("app_home_opened")(home)

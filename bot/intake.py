@@ -112,7 +112,8 @@ class Intake:
         for p in live:
             if not p.done.done():
                 p.done.set_result(inserted)
-        self.new_work.set()
+        if inserted:  # redeliveries give workers nothing to do: don't wake them
+            self.new_work.set()
 
     async def drain(self) -> None:
         """At shutdown: commit whatever is still waiting before the writer stops."""

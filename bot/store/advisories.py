@@ -149,17 +149,13 @@ async def import_records(
     return total
 
 
-async def candidates(
+async def candidate_rows(
     session: AsyncSession, ecosystem: str, names: Sequence[str]
-) -> list[OsvRecord]:
-    """Live records naming any of `names` in `ecosystem`'s base ecosystem, ordered by id.
-
-    The release is not filtered here (`Debian:12` finds every Debian record for the name);
-    `bot.vulns.osv.affects` decides per release and version.
-    """
+) -> list[tuple[str, str]]:
+    """(id, raw JSON) of live records naming any of `names` in the base ecosystem, by id."""
     base = base_ecosystem(ecosystem)
     wanted = sorted({normalize_name(ecosystem, n) for n in names if n.strip()})
-    found: dict[str, OsvRecord] = {}
+    found: dict[str, str] = {}
     for i in range(0, len(wanted), BATCH):
         ids = (
             select(AdvisoryPackage.advisory_id)
@@ -172,10 +168,22 @@ async def candidates(
             )
         )
         for advisory_id, raw in rows:
-            if advisory_id in found:
-                continue
-            try:
-                found[advisory_id] = parse_record(raw)
-            except (ValueError, ValidationError) as e:
-                log.warning("stored advisory %s no longer parses: %s", advisory_id, e)
-    return [found[k] for k in sorted(found)]
+            found.setdefault(advisory_id, raw)
+    return sorted(found.items())
+
+
+async def candidates(
+    session: AsyncSession, ecosystem: str, names: Sequence[str]
+) -> list[OsvRecord]:
+    """Live records naming any of `names` in `ecosystem`'s base ecosystem, ordered by id.
+
+    The release is not filtered here (`Debian:12` finds every Debian record for the name);
+    `bot.vulns.osv.affects` decides per release and version.
+    """
+    records = []
+    for advisory_id, raw in await candidate_rows(session, ecosystem, names):
+        try:
+            records.append(parse_record(raw))
+        except (ValueError, ValidationError) as e:
+            log.warning("stored advisory %s no longer parses: %s", advisory_id, e)
+    return records

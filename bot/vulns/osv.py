@@ -297,7 +297,9 @@ class Affected:
     name: str
 
 
+@functools.lru_cache(maxsize=65536)
 def _key(scheme_name: str, version: str) -> VersionKey | None:
+    """Parsed once per (scheme, version): matching compares the same versions many times."""
     try:
         return VersionKey(scheme_name, version)
     except VersionError:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+
+from pydantic import ValidationError
 
 from bot.db import Database
 from bot.findings import Finding
@@ -12,7 +14,7 @@ from bot.inventory import inventory
 from bot.layers import os_release
 from bot.store import advisories
 from bot.vulns.match import Package, match, to_finding
-from bot.vulns.osv import OsvRecord
+from bot.vulns.osv import OsvRecord, parse_record
 from bot.vulns.versions import base_ecosystem
 
 
@@ -28,8 +30,12 @@ def packages_of(facts: ImageFacts) -> list[Package]:
 
 
 class Vulnerabilities:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, cache_size: int = 100_000) -> None:
         self._db = db
+        #: Parsed advisories by id, with the raw JSON they came from: parsing dominates a
+        #: match, and a record only changes when a re-import rewrites it.
+        self._parsed: dict[str, tuple[str, OsvRecord]] = {}
+        self._cache_size = cache_size
 
     async def findings(self, packages: Sequence[Package]) -> list[Finding]:
         """One finding per (vulnerability, package), from the advisories known now."""
@@ -38,15 +44,22 @@ class Vulnerabilities:
         by_ecosystem: dict[str, set[str]] = defaultdict(set)
         for p in packages:
             by_ecosystem[base_ecosystem(p.target)].add(p.name)
-        records = []
+        rows: dict[str, str] = {}
         async with self._db.transaction() as s:
             for ecosystem, names in by_ecosystem.items():
-                records += await advisories.candidates(s, ecosystem, sorted(names))
-        return [to_finding(v) for v in match(packages, _unique(records))]
+                rows.update(await advisories.candidate_rows(s, ecosystem, sorted(names)))
+        records = [r for r in (self._record(i, raw) for i, raw in sorted(rows.items())) if r]
+        return [to_finding(v) for v in match(packages, records)]
 
-
-def _unique(records: Iterable[OsvRecord]) -> list[OsvRecord]:
-    seen: dict[str, OsvRecord] = {}
-    for r in records:
-        seen.setdefault(r.id, r)
-    return list(seen.values())
+    def _record(self, advisory_id: str, raw: str) -> OsvRecord | None:
+        cached = self._parsed.get(advisory_id)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        try:
+            record = parse_record(raw)
+        except (ValueError, ValidationError):
+            return None
+        if len(self._parsed) >= self._cache_size:
+            self._parsed.pop(next(iter(self._parsed)))
+        self._parsed[advisory_id] = (raw, record)
+        return record

@@ -88,6 +88,7 @@ _ECOSYSTEMS: dict[str, str] = {
 _CANONICAL = {name.lower(): name for name in _ECOSYSTEMS}
 
 
+@functools.lru_cache(maxsize=4096)
 def base_ecosystem(ecosystem: str) -> str:
     """The ecosystem without its release: `Debian:12` → `Debian`, `Alpine:v3.19` → `Alpine`.
 
@@ -103,6 +104,7 @@ def ecosystem_release(ecosystem: str) -> str | None:
     return rest.strip() or None if sep else None
 
 
+@functools.lru_cache(maxsize=4096)
 def scheme(ecosystem: str) -> str:
     """Which version order the ecosystem uses (one of the module's scheme constants)."""
     return _ECOSYSTEMS.get(base_ecosystem(ecosystem), NATURAL)

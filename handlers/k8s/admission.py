@@ -7,6 +7,7 @@ when the answer was "allowed" (audit mode), without making the API server wait o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -16,6 +17,7 @@ from aiohttp import web
 from bot.admission import Verdict, seen_event
 from bot.app import Core
 from bot.checks.policy import Workload
+from bot.events import WorkloadSeen
 from bot.intake import IntakeUnavailable
 from bot.web import json_error
 
@@ -33,6 +35,8 @@ def response(uid: str, verdict: Verdict) -> dict[str, Any]:
 
 
 def mount(app: web.Application, core: Core) -> None:
+    pending: set[asyncio.Task[None]] = set()
+
     async def review(request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.read())
@@ -49,12 +53,17 @@ def mount(app: web.Application, core: Core) -> None:
         if workload is None or req.get("operation") == "DELETE":
             return web.json_response(response(uid, Verdict(True)))
         verdict = await core.admission.review(workload, core.clock.now())
-        try:
-            await core.intake.accept(SOURCE, [seen_event(workload, req["object"])])
-        except IntakeUnavailable:
-            log.warning(
-                "admission: findings of %s/%s not queued", workload.namespace, workload.name
-            )
+        # The API server waits on this answer; the findings' trip to Slack need not make it
+        # wait for a commit (the watcher and the next admission see the workload again).
+        task = asyncio.create_task(queue(seen_event(workload, req["object"])))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
         return web.json_response(response(uid, verdict))
+
+    async def queue(event: WorkloadSeen) -> None:
+        try:
+            await core.intake.accept(SOURCE, [event])
+        except IntakeUnavailable:
+            log.warning("admission: findings of %s/%s not queued", event.namespace, event.name)
 
     app.router.add_post("/hooks/k8s/admission", review)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bot.db import Database
 from bot.findings import Severity
@@ -69,16 +68,6 @@ class Queries:
             found = [_open(r) for r in rows]
         found.sort(key=lambda f: (-f.severity.rank, f.first_seen_at))
         return found[:limit]
-
-    async def counts(self, team: str | None = None) -> Counter[Severity]:
-        stmt = select(TrackedFinding.severity, func.count()).where(
-            TrackedFinding.status == tracking.OPEN
-        )
-        if team is not None:
-            stmt = stmt.where(TrackedFinding.team == team)
-        async with self._db.transaction() as s:
-            rows = (await s.execute(stmt.group_by(TrackedFinding.severity))).all()
-        return Counter({Severity(sev): n for sev, n in rows})
 
     async def suppressions(self, now: datetime, team: str | None = None) -> list[Suppression]:
         async with self._db.transaction() as s:

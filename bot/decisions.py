@@ -25,7 +25,7 @@ from bot.findings import Severity
 from bot.models import Alert, SlackMessage, Suppression, TrackedFinding
 from bot.patch_hooks import PatchHooks, PatchRequest
 from bot.slack import render
-from bot.slack.escape import mrkdwn
+from bot.slack.escape import code, mrkdwn
 from bot.store import outbox, tracking
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Decisions:
             await self._redraw(s, row, now)
         self._wake.set()
         verb = "Accepted the risk of" if kind == "approve" else "Ignoring"
-        return Outcome(True, f"{verb} {row.check_id} in {row.repository}.")
+        return Outcome(True, f"{verb} {code(row.check_id)} in {code(row.repository)}.")
 
     async def patch(self, finding_id: int, user_id: str) -> Outcome:
         now = self._clock.now()
@@ -193,7 +193,8 @@ class Decisions:
                 await self._redraw(s, row, self._clock.now())
             self._wake.set()
         due = f", due {row.due_at:%Y-%m-%d}" if row.due_at else ""
-        return Outcome(True, f"Patch requested for {row.check_id} in {row.repository}{due}.")
+        what = f"{code(row.check_id)} in {code(row.repository)}"
+        return Outcome(True, f"Patch requested for {what}{due}.")
 
     async def ack(self, message_id: int, user_id: str) -> Outcome:
         now = self._clock.now()

@@ -90,7 +90,7 @@ def build(
     metrics = Metrics()
     db = Database(settings.database)
     intake = Intake(db, metrics, clock, settings.server.intake_timeout)
-    registry_client = RegistryClient()
+    registry_client = RegistryClient(scan_layers=settings.checks.scan_layers)
     slack_client, bolt = _slack(settings)
     poster: Poster = (
         WebApiPoster(slack_client, metrics)

@@ -68,7 +68,6 @@ class Pipeline:
         self._client = registry_client
         self._clock = clock
         self._policy = policy_from(settings)
-        registry_client.scan_layers = settings.checks.scan_layers
 
     async def __call__(self, source: str, event: Event) -> Apply:
         if isinstance(event, ImagePushed):

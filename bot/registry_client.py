@@ -76,12 +76,12 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 class RegistryClient:
     """Reads manifests and config blobs; one instance per runtime, sharing one HTTP session."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, scan_layers: bool = True) -> None:
         self._http: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._facts: dict[tuple[str, str, str], ImageFacts] = {}
         self._layers: dict[str, LayerRecord] = {}
-        self.scan_layers = True
+        self._scan_layers = scan_layers
         #: Called with a short progress line while layers stream (the CLI shows it).
         self.progress: Callable[[str], None] | None = None
 
@@ -213,7 +213,7 @@ class RegistryClient:
         blob = await self.blob(registry, repository, _digest(config_desc.get("digest")))
         config = _json(blob, "image config")
         found = _platform_config(config, manifest_digest, platform)
-        if not self.scan_layers:
+        if not self._scan_layers:
             return found
         filesystem, error = await self._filesystem(registry, repository, manifest)
         return replace(found, filesystem=filesystem, layer_error=error)

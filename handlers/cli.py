@@ -185,8 +185,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 async def _scan(settings: Settings, registry: Any, ref: ImageRef, args: argparse.Namespace) -> int:
-    client = RegistryClient()
-    client.scan_layers = settings.checks.scan_layers
+    client = RegistryClient(scan_layers=settings.checks.scan_layers)
     if sys.stderr.isatty():
         client.progress = lambda line: print(f"\r{line:70}", end="", file=sys.stderr, flush=True)
     db = Database(settings.database)

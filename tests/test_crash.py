@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET
+from tests.support.drain import drained
 from tests.support.oci import ImageSpec, write_layout
 from tests.support.services import free_port, skopeo_push, start_registry
 from tests.support.slack_standin import SlackStandIn
@@ -146,18 +147,7 @@ async def test_kill_9_mid_burst_loses_nothing_and_doubles_nothing(tmp_path: Path
 
         proc = _serve(config, log)
         await _wait_healthy(port)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with sqlite3.connect(db) as conn:
-                open_rows = conn.execute(
-                    "select count(*) from inbox_events where status != 'done'"
-                ).fetchone()[0]
-                unsent = conn.execute(
-                    "select count(*) from slack_messages where status != 'posted'"
-                ).fetchone()[0]
-            if open_rows == 0 and unsent == 0:
-                break
-            await asyncio.sleep(0.2)
+        await drained(db, 60)
         with sqlite3.connect(db) as conn:
             stored = {r[0] for r in conn.execute("select payload from inbox_events")}
             statuses = dict(conn.execute("select status, count(*) from inbox_events group by 1"))

@@ -33,6 +33,7 @@ from bot.models import DecisionRow, InboxEvent, SlackMessage, Suppression
 from bot.slack.notifier import Delivery, Posted
 from bot.store import outbox
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET, make_settings, slack_section
+from tests.support.drain import drained
 from tests.support.fake_registry import FakeRegistry
 from tests.support.faulty_registry import FaultyRegistry
 from tests.support.seed import seed_push
@@ -594,18 +595,7 @@ async def test_kill_9_in_a_burst_loses_nothing_and_doubles_nothing(tmp_path: Pat
         await burst(resent, kill=False)
         assert acked == set(range(BURST))
 
-        deadline = time.monotonic() + 30 + BURST / 20
-        while time.monotonic() < deadline:
-            with sqlite3.connect(db) as conn:
-                open_rows = conn.execute(
-                    "select count(*) from inbox_events where status != 'done'"
-                ).fetchone()[0]
-                unsent = conn.execute(
-                    "select count(*) from slack_messages where status != 'posted'"
-                ).fetchone()[0]
-            if open_rows == 0 and unsent == 0:
-                break
-            await asyncio.sleep(0.2)
+        await drained(db, 30 + BURST / 20)
         await asyncio.sleep(0.3)
         with sqlite3.connect(db) as conn:
             stored = Counter(r[0] for r in conn.execute("select dedup_key from inbox_events"))

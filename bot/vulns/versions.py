@@ -113,16 +113,43 @@ def scheme(ecosystem: str) -> str:
 # --- dpkg -------------------------------------------------------------------------------------
 
 
-def _parse_dpkg(text: str) -> Any:
+def _parse_dpkg(text: str) -> tuple[int, _DpkgPart, _DpkgPart]:
     v = text.strip()
     # univers accepts an empty revision ("1.0-"), which dpkg rejects.
     if not v or v.endswith("-") or not _debian.Version.is_valid(v):
         raise VersionError(f"not a Debian version: {text!r}")
-    return _debian.Version.from_string(v)
+    parsed = _debian.Version.from_string(v)
+    return (int(parsed.epoch), _dpkg_part(str(parsed.upstream)), _dpkg_part(str(parsed.revision)))
 
 
-def _cmp_dpkg(a: Any, b: Any) -> int:
-    return int(_debian.compare_version_objects(a, b))
+_DpkgPart = tuple[tuple[tuple[int, ...], int], ...]
+_DPKG_RUN = re.compile(r"(\D*)(\d*)", re.ASCII)
+#: An exhausted string: an empty non-digit run, then the number 0.
+_DPKG_END: tuple[tuple[int, ...], int] = ((0,), 0)
+
+
+def _dpkg_weight(c: str) -> int:
+    """dpkg's `order()`: `~` before the end of a run, letters before every other character."""
+    if c == "~":
+        return -1
+    return ord(c) if c.isascii() and c.isalpha() else ord(c) + 256
+
+
+def _dpkg_part(text: str) -> _DpkgPart:
+    """dpkg's `verrevcmp` as a key that Python's tuple order compares natively.
+
+    dpkg walks alternating runs: non-digits character by character (each run ends in weight 0,
+    which no character has), then digits as a number; an exhausted string goes on as empty
+    runs and zeros. The key is those (run, number) pairs, always starting with the first, and
+    closed by the exhausted-string pair. Only the first pair can have an empty run, so where
+    one key ends the other's next pair compares against that closing pair as dpkg would.
+    """
+    pairs = [
+        ((*map(_dpkg_weight, run), 0), int(digits or 0))
+        for run, digits in _DPKG_RUN.findall(text)
+        if run or digits
+    ]
+    return (*(pairs or [_DPKG_END]), _DPKG_END)
 
 
 # --- apk --------------------------------------------------------------------------------------
@@ -325,7 +352,7 @@ _PARSE: dict[str, Any] = {
     NATURAL: _parse_natural,
 }
 _CMP: dict[str, Any] = {
-    DPKG: _cmp_dpkg,
+    DPKG: _natural_cmp,
     APK: _cmp_apk,
     RPM: _cmp_rpm,
     PEP440: _natural_cmp,

@@ -60,6 +60,8 @@ bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python bench/scan.py
 	$(BIN)/python bench/storm.py
 	$(BIN)/python bench/digest.py
+	$(BIN)/python bench/vulns.py
+	$(BIN)/python bench/admission.py
 
 clean:
 	rm -rf $(VENV) crowsnest.db crowsnest.db-wal crowsnest.db-shm

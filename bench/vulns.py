@@ -2,10 +2,13 @@
 
 Goals: `import_records` stores 100,000 advisories in a fresh SQLite database in under 60 s, and
 `Vulnerabilities.findings` for 2,000 packages (candidate lookup in the database, then `match`)
-takes under 100 ms once loaded. "Once loaded" is the second call on the same `Database` (the
-first, on a fresh engine with the version caches cleared, is printed as the cold figure); pure
-`match()` over the candidate records fetched beforehand is printed beside it, with the split
-of the lookup into SQL and `parse_record`, so the figures show where the time goes.
+takes under 100 ms once loaded. "Once loaded" is a later call on the same `Vulnerabilities`,
+which keeps each package name's advisories compiled into a table (bot/vulns/table.py) until an
+import changes the store: the same inventory again, where every version meets a cell of its
+table whose answer is already worked out, and the same names at other versions, where most
+meet a new cell. The first call, on a fresh engine with the version caches cleared, is printed
+as the cold figure, and its parts measured apart (SQL, `parse_record`, compiling the tables,
+matching on fresh tables), so the figures show where the time goes.
 
 The advisories are generated deterministically (seeded `random`) in the shapes OSV publishes:
 DEBIAN-CVE / DSA / DLA records with one affected entry per release (`Debian:11`…`Debian:13`),
@@ -52,7 +55,7 @@ from bot.db import Database, migrate  # noqa: E402
 from bot.store import advisories  # noqa: E402
 from bot.store.advisories import ImportResult  # noqa: E402
 from bot.vulns import osv  # noqa: E402
-from bot.vulns.match import Package, VulnFinding, match  # noqa: E402
+from bot.vulns.match import Package, VulnFinding, compile_index, match_compiled  # noqa: E402
 from bot.vulns.models import Advisory, AdvisoryPackage  # noqa: E402
 from bot.vulns.osv import OsvRecord, normalize_name, parse_record  # noqa: E402
 from bot.vulns.service import Vulnerabilities  # noqa: E402
@@ -627,10 +630,23 @@ class GcTimer:
         gc.callbacks.remove(self._callback)
 
 
-async def lookups(url: str, packages: Sequence[Package]) -> dict[str, Any]:
-    cache = getattr(osv, "_parsed_versions", None)  # the matcher's own cache of `versions`
-    if cache is not None:
-        cache.cache_clear()
+def other_versions(installed: Sequence[Installed], rng: random.Random) -> list[Package]:
+    """The same packages, each at another of its versions where it has one."""
+    out = []
+    for i in installed:
+        p = i.package
+        release = p.distro.split(":", 1)[1] if p.distro and p.ecosystem == "Debian" else ""
+        versions = [v for v in releases(p.ecosystem, p.name, release) if v != p.version]
+        version = rng.choice(versions) if versions else p.version
+        version = f"v{version}" if p.ecosystem == "Go" else version
+        out.append(Package(p.ecosystem, p.name, version, p.purl, p.distro))
+    return out
+
+
+async def lookups(
+    url: str, packages: Sequence[Package], others: Sequence[Package]
+) -> dict[str, Any]:
+    osv.parsed_version.cache_clear()
     db = Database(DatabaseSettings(url=url))
     vulns = Vulnerabilities(db)
     clock = time.perf_counter
@@ -643,6 +659,9 @@ async def lookups(url: str, packages: Sequence[Package]) -> dict[str, Any]:
             warm = await vulns.findings(packages)
             t_warm = clock() - start
         start = clock()
+        other = await vulns.findings(others)
+        t_other = clock() - start
+        start = clock()
         rows = await sql_only(db, packages)
         t_sql = clock() - start
     finally:
@@ -654,16 +673,17 @@ async def lookups(url: str, packages: Sequence[Package]) -> dict[str, Any]:
             found[advisory_id] = parse_record(raw)
     t_parse = clock() - start
     records = list(found.values())
-    match_times = []
-    matched: list[VulnFinding] = []
-    for _ in range(2):
-        start = clock()
-        matched = match(packages, records)
-        match_times.append(clock() - start)
+    start = clock()
+    tables = compile_index(records)
+    t_compile = clock() - start
+    start = clock()
+    matched = match_compiled(packages, tables)  # every cell met for the first time
+    t_match = clock() - start
     assert len(cold) == len(warm) == len(matched), (len(cold), len(warm), len(matched))
-    return {"cold": t_cold, "warm": t_warm, "gc": gc_timer, "sql": t_sql, "parse": t_parse,
-            "match_first": match_times[0], "match": match_times[1], "rows": len(rows),
-            "records": records, "matched": matched, "findings": warm}
+    return {"cold": t_cold, "warm": t_warm, "other": t_other, "gc": gc_timer, "sql": t_sql,
+            "parse": t_parse, "compile": t_compile, "match": t_match, "rows": len(rows),
+            "records": records, "matched": matched, "findings": warm,
+            "other_findings": len(other)}
 
 
 async def warm_findings(url: str, packages: Sequence[Package]) -> None:
@@ -778,7 +798,8 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
           + f"): {hows['newest']} at the newest release, {hows['at-fix']} at a version an "
           f"advisory names as fixed, {hows['older']} at an older one")
 
-    r = asyncio.run(lookups(url, packages))
+    others = other_versions(installed, random.Random(SEED + 3))
+    r = asyncio.run(lookups(url, packages, others))
     matched: list[VulnFinding] = r["matched"]
     hit = {(f.package.target, f.package.name, f.package.version) for f in matched}
     per_eco = Counter(base_ecosystem(f.package.ecosystem) for f in matched)
@@ -805,19 +826,21 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
     print(f"  of which garbage-collector passes: {sum(gct.seconds) * 1e3:.0f} ms "
           f"({gct.passes[2]} full passes {gct.seconds[2] * 1e3:.0f} ms, "
           f"{gct.passes[0] + gct.passes[1]} younger ones {sum(gct.seconds[:2]) * 1e3:.0f} ms)")
-    print(f"  baseline, its parts measured apart: SQL of the candidate lookup {ms['sql']:.0f} ms "
-          f"({r['rows']:,} rows), parse_record of them {ms['parse']:.0f} ms, "
-          f"pure match() on the pre-fetched records {ms['match']:.0f} ms "
-          f"(first call {ms['match_first']:.0f} ms)")
+    print(f"findings() once loaded, the same names at other versions:   {ms['other']:6.0f} ms "
+          f"({r['other_findings']:,} findings; most versions meet their table's cell the first "
+          f"time)")
+    print(f"  baseline, the cold call's parts measured apart: SQL of the candidate lookup "
+          f"{ms['sql']:.0f} ms ({r['rows']:,} rows), parse_record of them {ms['parse']:.0f} ms, "
+          f"compiling them into per-name tables {ms['compile']:.0f} ms, "
+          f"match_compiled() on those fresh tables {ms['match']:.0f} ms")
 
     import_ok = with_parse < IMPORT_GOAL_S
-    warm_ok = ms["warm"] < MATCH_GOAL_MS
-    pure_ok = ms["match"] < MATCH_GOAL_MS
+    warm_ok = max(ms["warm"], ms["other"]) < MATCH_GOAL_MS
     print(f"\ngoal import of {timed.count:,} under {IMPORT_GOAL_S:.0f} s: "
           f"{'met' if import_ok else 'NOT met'} ({with_parse:.1f} s with parse_record)")
-    print(f"goal findings() under {MATCH_GOAL_MS:.0f} ms once loaded: "
-          f"{'met' if warm_ok else 'NOT met'} ({ms['warm']:.0f} ms); "
-          f"pure match() alone: {'met' if pure_ok else 'NOT met'} ({ms['match']:.0f} ms)")
+    print(f"goal findings() under {MATCH_GOAL_MS:.0f} ms once loaded (the same inventory again, "
+          f"and at other versions): {'met' if warm_ok else 'NOT met'} "
+          f"({ms['warm']:.0f} ms, {ms['other']:.0f} ms)")
 
     if not import_ok or args.profile:
         sample = list(Parsed(Generator(SEED + 2).take(5_000)))

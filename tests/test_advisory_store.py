@@ -148,3 +148,48 @@ async def test_import_in_small_batches_from_a_zip(db: Database, tmp_path: Path) 
         ("PYSEC-2018-28", "2.20.0"),
         ("PYSEC-2023-74", "2.31.0"),
     ]
+
+
+async def test_a_long_lived_matcher_sees_every_import_in_any_replica(
+    db: Database, database_url: str
+) -> None:
+    """Matchers keep compiled advisories between calls; an import anywhere makes them stale."""
+    from bot.config import Database as DatabaseSettings
+    from bot.vulns.service import Vulnerabilities
+
+    other_replica = Database(DatabaseSettings(url=database_url))
+    try:
+        here, there = Vulnerabilities(db), Vulnerabilities(other_replica)
+        lodash = [Package("npm", "lodash", "4.17.20")]
+        assert await here.findings(lodash) == [] and await there.findings(lodash) == []
+
+        async with db.transaction() as s:
+            await advisories.import_records(s, real())
+        assert [f.check_id for f in await here.findings(lodash)] == ["GHSA-35jh-r3h4-6jhm"]
+        [before] = await there.findings(lodash)
+        assert before.fixed_version == "4.17.21"
+
+        revised = variant(
+            "GHSA-35jh-r3h4-6jhm",
+            modified="2024-06-01T00:00:00Z",
+            affected=[
+                {
+                    "package": {"ecosystem": "npm", "name": "lodash"},
+                    "ranges": [
+                        {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "4.17.22"}]}
+                    ],
+                }
+            ],
+        )
+        async with other_replica.transaction() as s:
+            await advisories.import_records(s, [revised])
+        assert [f.fixed_version for f in await here.findings(lodash)] == ["4.17.22"]
+
+        gone = variant(
+            "GHSA-35jh-r3h4-6jhm", modified="2024-07-01T00:00:00Z", withdrawn="2024-07-01T00:00:00Z"
+        )
+        async with db.transaction() as s:
+            await advisories.import_records(s, [gone])
+        assert await here.findings(lodash) == [] and await there.findings(lodash) == []
+    finally:
+        await other_replica.dispose()

@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store._upsert import insert
-from bot.vulns.models import Advisory, AdvisoryPackage
+from bot.vulns.models import Advisory, AdvisoryPackage, VulndbState
 from bot.vulns.osv import OsvRecord, normalize_name, parse_record, severity_of, summary_of
 from bot.vulns.versions import base_ecosystem
 
@@ -146,7 +146,15 @@ async def import_records(
     total = ImportResult()
     for batch in _batches(records, batch_size):
         total += await _import_batch(session, batch)
+    if total.added or total.updated or total.withdrawn_removed:
+        await session.execute(update(VulndbState).values(generation=VulndbState.generation + 1))
     return total
+
+
+async def generation(session: AsyncSession) -> int:
+    """Bumped by every import that changed the store: what was compiled before is stale."""
+    value = await session.scalar(select(VulndbState.generation).where(VulndbState.id == 1))
+    return int(value or 0)
 
 
 async def candidate_rows(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from bot.findings import Finding, Severity
-from bot.vulns.osv import Affected, OsvRecord, affects, normalize_name
-from bot.vulns.versions import VersionError, base_ecosystem, ecosystem_release, sort_key
+from bot.vulns.osv import Compiled, OsvRecord, compile_record, normalize_name
+from bot.vulns.table import NameTable
+from bot.vulns.versions import base_ecosystem, ecosystem_release
 
 TITLE_MAX = 150
 
@@ -34,8 +37,9 @@ class Package:
         return f"{base_ecosystem(self.ecosystem)}:{release}"
 
 
-@dataclass(frozen=True)
-class VulnFinding:
+class VulnFinding(NamedTuple):
+    """A vulnerability of an installed package (a tuple: matching makes thousands at once)."""
+
     vuln_id: str
     aliases: tuple[str, ...]
     package: Package
@@ -45,86 +49,50 @@ class VulnFinding:
     summary: str
 
 
-def _merge(pkg: Package, hits: list[Affected]) -> list[VulnFinding]:
-    """Records that are the same vulnerability (linked by id or alias) become one finding.
+#: What advisories are looked up and compiled by: base ecosystem and normalised name.
+NameKey = tuple[str, str]
 
-    The finding takes the smallest id of the group, the worst severity, every other id and
-    alias, and the highest fixed version (the one every database agrees is fixed).
-    """
-    parent: dict[str, str] = {}
 
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
+def name_key(pkg: Package) -> NameKey:
+    return base_ecosystem(pkg.target), normalize_name(pkg.target, pkg.name)
 
-    for hit in hits:
-        for alias in hit.aliases:
-            a, b = root(hit.id), root(alias)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    groups: dict[str, list[Affected]] = defaultdict(list)
-    for hit in hits:
-        groups[root(hit.id)].append(hit)
 
-    findings = []
-    for group in groups.values():
-        lead = min(group, key=lambda h: h.id)
-        ids = {h.id for h in group} | {a for h in group for a in h.aliases}
-        fixed = [h.fixed_version for h in group if h.fixed_version]
-        try:
-            best_fix = max(fixed, key=lambda v: sort_key(lead.ecosystem, v)) if fixed else None
-        except VersionError:
-            best_fix = lead.fixed_version or fixed[0]
-        findings.append(
-            VulnFinding(
-                vuln_id=lead.id,
-                aliases=tuple(sorted(ids - {lead.id})),
-                package=pkg,
-                installed=pkg.version,
-                fixed_version=best_fix,
-                severity=max((h.severity for h in group), key=lambda s: s.rank),
-                summary=lead.summary,
-            )
-        )
-    return findings
+def compile_index(records: Iterable[OsvRecord]) -> dict[NameKey, NameTable]:
+    """The records compiled, one table per package name they affect, in the order given."""
+    by_name: dict[NameKey, list[Compiled]] = defaultdict(list)
+    for record in records:
+        for key, compiled in compile_record(record).items():
+            by_name[key].append(compiled)
+    return {key: NameTable(found) for key, found in by_name.items()}
 
 
 def match(packages: Iterable[Package], records: Iterable[OsvRecord]) -> list[VulnFinding]:
     """Every (vulnerability, package) hit, sorted by package (name, version, distro), then id."""
-    index: dict[tuple[str, str], list[OsvRecord]] = defaultdict(list)
-    for record in records:
-        if record.withdrawn is not None:
-            continue
-        keys = {
-            (base_ecosystem(p.ecosystem), normalize_name(p.ecosystem, p.name))
-            for p in (e.package for e in record.affected)
-            if p is not None
-        }
-        for key in keys:
-            index[key].append(record)
+    return match_compiled(packages, compile_index(records))
 
-    findings: list[VulnFinding] = []
+
+def match_compiled(
+    packages: Iterable[Package], index: Mapping[NameKey, NameTable]
+) -> list[VulnFinding]:
+    """`match` on records already compiled, e.g. those `Vulnerabilities` keeps between calls."""
     # Several binaries built from one source package share (target, name, version): one match.
-    seen: set[tuple[str, str, str]] = set()
+    unique: dict[tuple[str, str, str], Package] = {}
     for pkg in packages:
-        if (pkg.target, pkg.name, pkg.version) in seen:
-            continue
-        seen.add((pkg.target, pkg.name, pkg.version))
-        target = pkg.target
-        key = (base_ecosystem(target), normalize_name(target, pkg.name))
-        hits = [
-            hit
-            for record in index.get(key, ())
-            if (hit := affects(record, target, pkg.name, pkg.version)) is not None
-        ]
-        findings += _merge(pkg, hits)
-    findings.sort(
-        key=lambda f: (f.package.name.lower(), f.package.version, f.package.distro or "", f.vuln_id)
-    )
+        unique.setdefault((pkg.target, pkg.name, pkg.version), pkg)
+    findings: list[VulnFinding] = []
+    for (target, _, version), pkg in sorted(
+        unique.items(), key=lambda kv: (kv[1].name.lower(), kv[1].version, kv[1].distro or "")
+    ):
+        table = index.get(name_key(pkg))
+        if table is not None:
+            findings += [  # each table answers in id order
+                VulnFinding(v.id, v.aliases, pkg, version, v.fixed_version, v.severity, v.summary)
+                for v in table.vulnerabilities(target, version)
+            ]
     return findings
 
 
+@functools.lru_cache(maxsize=65536)
 def _truncate(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

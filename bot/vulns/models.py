@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.models import Base, Id, UTCDateTime
@@ -39,3 +39,16 @@ class AdvisoryPackage(Base):
     advisory_id: Mapped[str] = mapped_column(ForeignKey("advisories.id", ondelete="CASCADE"))
     ecosystem: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(512))
+
+
+class VulndbState(Base):
+    """One row: a counter every import that changes the store bumps (migration 0008).
+
+    Matchers keep compiled advisories in memory; reading this one number tells them (in any
+    replica) whether what they hold is still what the store says.
+    """
+
+    __tablename__ = "vulndb_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)

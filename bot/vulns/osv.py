@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +24,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, Validat
 
 from bot.findings import Severity
 from bot.vulns.versions import (
+    DPKG,
+    NATURAL,
+    PEP440,
     SEMVER,
     VersionError,
     VersionKey,
@@ -297,85 +300,217 @@ class Affected:
     name: str
 
 
+#: A parsed version as matching compares it: the scheme's own orderable value where Python
+#: orders it natively (dpkg, PEP 440, SemVer and natural keys, all hashable), else a VersionKey.
+Ord = Any
+_NATIVE = frozenset({DPKG, PEP440, SEMVER, NATURAL})
+_INTRODUCED, _FIXED, _LAST_AFFECTED = 0, 1, 2
+#: A fixed version above the installed one: (its position, its scheme, its text). The
+#: position is a parsed version, or a place on a `bot.vulns.table` version line.
+Fix = tuple[Any, str, str]
+
+
 @functools.lru_cache(maxsize=65536)
-def _key(scheme_name: str, version: str) -> VersionKey | None:
+def parsed_version(scheme_name: str, version: str) -> Ord | None:
     """Parsed once per (scheme, version): matching compares the same versions many times."""
     try:
-        return VersionKey(scheme_name, version)
+        key = VersionKey(scheme_name, version)
     except VersionError:
         return None
+    return key.parsed if scheme_name in _NATIVE else key
 
 
-def _in_range(rng: OsvRange, scheme_name: str, v: VersionKey) -> bool | None:
-    """The schema's IncludedInRanges for one range; None when the range cannot be evaluated."""
-    keyed: list[tuple[VersionKey | None, OsvEvent]] = []
-    limits: list[VersionKey | None] = []
+@dataclass(frozen=True, slots=True)
+class Range:
+    """An ECOSYSTEM or SEMVER range with its bounds parsed and its events in version order."""
+
+    scheme: str
+    #: (bound, kind), sorted by bound; a None bound is `introduced: "0"`, before everything.
+    events: tuple[tuple[Ord | None, int], ...]
+    #: `limit` bounds; None is `"*"`. Empty: no limit.
+    limits: tuple[Ord | None, ...]
+    #: False when a bound does not parse: the range then hits nothing (its fixes still count).
+    evaluable: bool
+    fixes: tuple[tuple[Ord, str], ...]
+
+    def contains(self, v: Ord) -> bool:
+        """The schema's IncludedInRanges: the last event at or below `v` decides."""
+        if not self.evaluable:
+            return False
+        if self.limits and not any(limit is None or v < limit for limit in self.limits):
+            return False
+        vulnerable = False
+        for bound, kind in self.events:
+            if bound is None:
+                vulnerable = True
+            elif v < bound:
+                break
+            elif kind == _INTRODUCED:
+                vulnerable = True
+            elif kind == _FIXED or v != bound:
+                vulnerable = False  # at or past a fix, or past the last affected version
+        return vulnerable
+
+
+def _compile_range(rng: OsvRange, ecosystem: str) -> Range | None:
+    if rng.type == "SEMVER":
+        scheme_name = SEMVER
+    elif rng.type == "ECOSYSTEM":
+        scheme_name = scheme(ecosystem)
+    else:
+        return None  # GIT ranges need the repository; their tags are in `versions`
+    unbounded: list[tuple[Ord | None, int]] = []
+    bounded: list[tuple[Ord, int]] = []
+    limits: list[Ord | None] = []
+    fixes: list[tuple[Ord, str]] = []
+    evaluable = True
     for event in rng.events:
+        if (
+            event.fixed is not None
+            and (fix := parsed_version(scheme_name, event.fixed)) is not None
+        ):
+            fixes.append((fix, event.fixed))
         if event.limit is not None:
-            if "*" in event.limit:
-                limits.append(None)  # "*" is infinity
-            elif (limit := _key(scheme_name, event.limit)) is not None:
-                limits.append(limit)
-            else:
-                return None
+            limit = None if "*" in event.limit else parsed_version(scheme_name, event.limit)
+            evaluable = evaluable and (limit is not None or "*" in event.limit)
+            limits.append(limit)
             continue
         version = event.introduced or event.fixed or event.last_affected
         if version is None:
             continue
+        kind = (
+            _INTRODUCED
+            if event.introduced is not None
+            else _FIXED
+            if event.fixed is not None
+            else _LAST_AFFECTED
+        )
         if event.introduced == "0":
-            keyed.append((None, event))  # sorts before everything
+            unbounded.append((None, kind))
+        elif (bound := parsed_version(scheme_name, version)) is not None:
+            bounded.append((bound, kind))
+        else:
+            evaluable = False
+    bounded.sort(key=lambda item: item[0])  # stable: equal bounds keep the record's order
+    return Range(scheme_name, (*unbounded, *bounded), tuple(limits), evaluable, tuple(fixes))
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One `affected` entry, for one package, ready to evaluate."""
+
+    ecosystem: str  # as the record spells it, with its release
+    name: str
+    severity: Severity
+    scheme: str
+    versions: frozenset[str]
+    #: The `versions` parsed, for equality in the ecosystem's order: a set where hashable.
+    version_keys: frozenset[Ord] | tuple[Ord, ...]
+    ranges: tuple[Range, ...]
+
+    def hit(self, version: str) -> tuple[bool, list[Fix]]:
+        """Whether `version` is hit, and the fixes above it as (bound, scheme, text)."""
+        hit = version in self.versions
+        if not hit and self.version_keys:
+            v = parsed_version(self.scheme, version)
+            hit = v is not None and (
+                v in self.version_keys
+                if isinstance(self.version_keys, frozenset)
+                else any(k == v for k in self.version_keys)
+            )
+        fixes: list[Fix] = []
+        for rng in self.ranges:
+            v = parsed_version(rng.scheme, version)
+            if v is None:
+                continue
+            if not hit and rng.contains(v):
+                hit = True
+            fixes += [(k, rng.scheme, text) for k, text in rng.fixes if k > v]
+        return hit, fixes
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A record's entries for one (base ecosystem, normalised name), compiled once.
+
+    Matching a package against it compares pre-parsed versions only; `compile_record` does
+    the parsing, and `affects` is the same evaluation for a single record.
+    """
+
+    id: str
+    aliases: tuple[str, ...]
+    summary: str
+    entries: tuple[Entry, ...]
+
+    def hit(self, ecosystem: str, version: str) -> Affected | None:
+        """Whether the package at `version` in `ecosystem` (with its release) is hit."""
+        hits: list[tuple[Entry, list[Fix]]] = []
+        for entry in self.entries:
+            if covers(entry.ecosystem, ecosystem):
+                hit, fixes = entry.hit(version)
+                if hit:
+                    hits.append((entry, fixes))
+        return self.affected(hits) if hits else None
+
+    def affected(self, hits: Sequence[tuple[Entry, Sequence[Fix]]]) -> Affected:
+        """The record's answer from its entries that hit, each with its fixes above the version.
+
+        The fix is the lowest above the installed version among those of the first fix's
+        scheme (SEMVER and ECOSYSTEM ranges in one record need not order alike).
+        """
+        fixes = [fix for _, entry_fixes in hits for fix in entry_fixes]
+        fixed = None
+        if fixes:
+            first_scheme = fixes[0][1]
+            fixed = min((f for f in fixes if f[1] == first_scheme), key=lambda f: f[0])[2]
+        first = hits[0][0]
+        severity = first.severity
+        for entry, _ in hits[1:]:
+            severity = max(severity, entry.severity, key=lambda s: s.rank)
+        return Affected(
+            id=self.id,
+            aliases=self.aliases,
+            summary=self.summary,
+            fixed_version=fixed,
+            severity=severity,
+            ecosystem=first.ecosystem,
+            name=first.name,
+        )
+
+
+covers = functools.lru_cache(maxsize=4096)(release_matches)
+
+
+def _compile_entry(record: OsvRecord, entry: OsvAffected, pkg: OsvPackage) -> Entry:
+    eco_scheme = scheme(pkg.ecosystem)
+    parsed = [k for k in (parsed_version(eco_scheme, x) for x in entry.versions) if k is not None]
+    return Entry(
+        ecosystem=pkg.ecosystem,
+        name=pkg.name,
+        severity=severity_of(record, entry),
+        scheme=eco_scheme,
+        versions=frozenset(entry.versions),
+        version_keys=frozenset(parsed) if eco_scheme in _NATIVE else tuple(parsed),
+        ranges=tuple(r for r in (_compile_range(r, pkg.ecosystem) for r in entry.ranges) if r),
+    )
+
+
+def compile_record(record: OsvRecord) -> dict[tuple[str, str], Compiled]:
+    """The record compiled per (base ecosystem, normalised name) it names; withdrawn: none."""
+    if record.withdrawn is not None:
+        return {}
+    entries: dict[tuple[str, str], list[Entry]] = {}
+    for entry in record.affected:
+        pkg = entry.package
+        if pkg is None:
             continue
-        k = _key(scheme_name, version)
-        if k is None:
-            return None
-        keyed.append((k, event))
-    if limits and not any(limit is None or v < limit for limit in limits):
-        return False
-    keyed.sort(key=lambda item: _SortAdapter(item[0]))
-    vulnerable = False
-    for k, event in keyed:
-        if event.introduced is not None:
-            vulnerable = vulnerable or k is None or v >= k
-        elif k is not None and v >= k and (event.fixed is not None or v != k):
-            vulnerable = False  # at or past a fix, or past the last affected version
-    return vulnerable
-
-
-class _SortAdapter:
-    """Lets `None` (introduced "0") sit in a sort key beside VersionKeys."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, key: VersionKey | None) -> None:
-        self.key = key
-
-    def __lt__(self, other: _SortAdapter) -> bool:
-        if self.key is None or other.key is None:
-            return self.key is None and other.key is not None
-        return self.key < other.key
-
-
-def _range_scheme(rng: OsvRange, ecosystem: str) -> str | None:
-    if rng.type == "SEMVER":
-        return SEMVER
-    if rng.type == "ECOSYSTEM":
-        return scheme(ecosystem)
-    return None  # GIT ranges need the repository; their tags are in `versions`
-
-
-@functools.lru_cache(maxsize=4096)
-def _parsed_versions(scheme_name: str, versions: tuple[str, ...]) -> tuple[VersionKey, ...]:
-    return tuple(k for k in (_key(scheme_name, x) for x in versions) if k is not None)
-
-
-def _in_versions(versions: tuple[str, ...], scheme_name: str, version: str) -> bool:
-    """The schema's IncludedInVersions: equal as strings, or equal in the ecosystem's order."""
-    if not versions:
-        return False
-    if version in versions:
-        return True
-    v = _key(scheme_name, version)
-    return v is not None and any(k == v for k in _parsed_versions(scheme_name, versions))
+        key = (base_ecosystem(pkg.ecosystem), normalize_name(pkg.ecosystem, pkg.name))
+        entries.setdefault(key, []).append(_compile_entry(record, entry, pkg))
+    summary = summary_of(record)
+    return {
+        key: Compiled(record.id, record.aliases, summary, tuple(found))
+        for key, found in entries.items()
+    }
 
 
 def affects(record: OsvRecord, ecosystem: str, name: str, version: str) -> Affected | None:
@@ -386,53 +521,10 @@ def affects(record: OsvRecord, ecosystem: str, name: str, version: str) -> Affec
     A version that the ecosystem cannot parse is only looked up in `versions`; a range with an
     unparseable bound is skipped. Withdrawn records hit nothing.
     """
-    if record.withdrawn is not None:
-        return None
-    want = normalize_name(ecosystem, name)
-    hit_entries: list[OsvAffected] = []
-    fixes: list[VersionKey] = []
-    for entry in record.affected:
-        pkg = entry.package
-        if pkg is None or not release_matches(pkg.ecosystem, ecosystem):
-            continue
-        if normalize_name(pkg.ecosystem, pkg.name) != want:
-            continue
-        eco_scheme = scheme(pkg.ecosystem)
-        hit = _in_versions(entry.versions, eco_scheme, version)
-        entry_fixes: list[VersionKey] = []
-        for rng in entry.ranges:
-            rng_scheme = _range_scheme(rng, pkg.ecosystem)
-            if rng_scheme is None:
-                continue
-            v = _key(rng_scheme, version)
-            if v is None:
-                continue
-            if _in_range(rng, rng_scheme, v):
-                hit = True
-            for event in rng.events:
-                if event.fixed is not None:
-                    k = _key(rng_scheme, event.fixed)
-                    if k is not None and k > v:
-                        entry_fixes.append(k)
-        if hit:
-            hit_entries.append(entry)
-            fixes += entry_fixes
-    if not hit_entries:
-        return None
-    # The lowest fix above the installed version (keys of one scheme: SEMVER and ECOSYSTEM
-    # ranges in one record need not order alike).
-    fixed = min(k for k in fixes if k.scheme == fixes[0].scheme).text if fixes else None
-    first = hit_entries[0].package
-    assert first is not None
-    return Affected(
-        id=record.id,
-        aliases=record.aliases,
-        summary=summary_of(record),
-        fixed_version=fixed,
-        severity=max((severity_of(record, e) for e in hit_entries), key=lambda s: s.rank),
-        ecosystem=first.ecosystem,
-        name=first.name,
+    compiled = compile_record(record).get(
+        (base_ecosystem(ecosystem), normalize_name(ecosystem, name))
     )
+    return compiled.hit(ecosystem, version) if compiled is not None else None
 
 
 def summary_of(record: OsvRecord) -> str:

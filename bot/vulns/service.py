@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pydantic import ValidationError
 
@@ -13,9 +14,11 @@ from bot.images import ImageFacts
 from bot.inventory import inventory
 from bot.layers import os_release
 from bot.store import advisories
-from bot.vulns.match import Package, match, to_finding
-from bot.vulns.osv import OsvRecord, parse_record
-from bot.vulns.versions import base_ecosystem
+from bot.vulns.match import NameKey, Package, match_compiled, name_key, to_finding
+from bot.vulns.osv import Compiled, OsvRecord, compile_record
+from bot.vulns.table import NameTable
+
+log = logging.getLogger(__name__)
 
 
 def packages_of(facts: ImageFacts) -> list[Package]:
@@ -30,36 +33,54 @@ def packages_of(facts: ImageFacts) -> list[Package]:
 
 
 class Vulnerabilities:
-    def __init__(self, db: Database, cache_size: int = 100_000) -> None:
+    """Matches inventories against the advisory store, keeping compiled advisories in memory.
+
+    Parsing and compiling records dominates a match, and the same packages recur in image
+    after image, so each package name's advisories are compiled once and kept until the
+    store's generation changes (any import, by any replica). Names without advisories are
+    kept too: most packages have none, and asking again would cost a query each time.
+    """
+
+    def __init__(self, db: Database, max_names: int = 200_000) -> None:
         self._db = db
-        #: Parsed advisories by id, with the raw JSON they came from: parsing dominates a
-        #: match, and a record only changes when a re-import rewrites it.
-        self._parsed: dict[str, tuple[str, OsvRecord]] = {}
-        self._cache_size = cache_size
+        self._max_names = max_names
+        self._tables: dict[NameKey, NameTable | None] = {}
+        self._generation: int | None = None
 
     async def findings(self, packages: Sequence[Package]) -> list[Finding]:
         """One finding per (vulnerability, package), from the advisories known now."""
         if not packages:
             return []
-        by_ecosystem: dict[str, set[str]] = defaultdict(set)
-        for p in packages:
-            by_ecosystem[base_ecosystem(p.target)].add(p.name)
-        rows: dict[str, str] = {}
+        wanted = {name_key(p) for p in packages}
         async with self._db.transaction() as s:
+            generation = await advisories.generation(s)
+            if generation != self._generation:
+                self._tables.clear()
+                self._generation = generation
+            missing = wanted - self._tables.keys()
+            rows: dict[str, str] = {}
+            by_ecosystem: dict[str, list[str]] = defaultdict(list)
+            for ecosystem, name in missing:
+                by_ecosystem[ecosystem].append(name)
             for ecosystem, names in by_ecosystem.items():
                 rows.update(await advisories.candidate_rows(s, ecosystem, sorted(names)))
-        records = [r for r in (self._record(i, raw) for i, raw in sorted(rows.items())) if r]
-        return [to_finding(v) for v in match(packages, records)]
+        self._remember(missing, rows)
+        index = {key: table for key in wanted if (table := self._tables.get(key)) is not None}
+        return [to_finding(v) for v in match_compiled(packages, index)]
 
-    def _record(self, advisory_id: str, raw: str) -> OsvRecord | None:
-        cached = self._parsed.get(advisory_id)
-        if cached is not None and cached[0] == raw:
-            return cached[1]
-        try:
-            record = parse_record(raw)
-        except (ValueError, ValidationError):
-            return None
-        if len(self._parsed) >= self._cache_size:
-            self._parsed.pop(next(iter(self._parsed)))
-        self._parsed[advisory_id] = (raw, record)
-        return record
+    def _remember(self, keys: Collection[NameKey], rows: dict[str, str]) -> None:
+        found: dict[NameKey, list[Compiled]] = defaultdict(list)
+        for advisory_id in sorted(rows):
+            try:
+                record = OsvRecord.model_validate_json(rows[advisory_id])
+            except (ValueError, ValidationError) as e:
+                log.warning("stored advisory %s no longer parses: %s", advisory_id, e)
+                continue
+            for key, compiled in compile_record(record).items():
+                if key in keys:
+                    found[key].append(compiled)
+        overflow = len(self._tables) + len(keys) - self._max_names
+        for key in list(self._tables)[: max(overflow, 0)]:
+            del self._tables[key]  # the oldest names first
+        for key in keys:
+            self._tables[key] = NameTable(found[key]) if key in found else None

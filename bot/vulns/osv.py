@@ -565,8 +565,11 @@ def band(score: float | Decimal) -> Severity:
     return Severity.LOW
 
 
+@functools.lru_cache(maxsize=8192)
 def cvss_score(kind: str, vector: str) -> float | None:
-    """The base score of a CVSS vector, or None if the `cvss` library cannot parse it."""
+    """The base score of a CVSS vector, or None if the `cvss` library cannot parse it.
+
+    Cached: the library parses in pure Python, and vectors recur across thousands of records."""
     from cvss import CVSS2, CVSS3, CVSS4
 
     try:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bot.clock import Clock
 from bot.db import Database
@@ -39,6 +41,7 @@ class Accepted:
 class _Pending:
     events: list[inbox.NewEvent]
     done: asyncio.Future[set[tuple[str, str]]]
+    deadline: float  # loop time after which the request gives up with a 503
 
 
 class Intake:
@@ -49,6 +52,11 @@ class Intake:
         self._timeout = timeout
         self._waiting: list[_Pending] = []
         self._has_waiting = asyncio.Event()
+        #: Every request not yet answered, oldest first (so deadlines ascend): one timer for
+        #: all of them instead of one per request on this hot path.
+        self._unanswered: deque[_Pending] = deque()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._received: dict[str, Any] = {}  # metric children by source
         #: Set after each commit so idle workers start at once instead of at their next poll.
         self.new_work = asyncio.Event()
 
@@ -58,16 +66,18 @@ class Intake:
         if not rows:
             return Accepted(0, 0)
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[set[tuple[str, str]]] = loop.create_future()
-        self._waiting.append(_Pending(rows, done))
+        pending = _Pending(rows, loop.create_future(), loop.time() + self._timeout)
+        self._waiting.append(pending)
+        self._unanswered.append(pending)
         self._has_waiting.set()
-        timer = loop.call_later(self._timeout, _expire, done)
-        try:
-            inserted = await done
-        finally:
-            timer.cancel()
+        if self._expiry is None:
+            self._expiry = loop.call_at(pending.deadline, self._expire_overdue)
+        inserted = await pending.done
         stored = sum(1 for r in rows if (r.source, r.dedup_key) in inserted)
-        self._metrics.events_received.labels(source).inc(stored)
+        received = self._received.get(source)
+        if received is None:
+            received = self._received[source] = self._metrics.events_received.labels(source)
+        received.inc(stored)
         if stored < len(rows):
             self._metrics.events_duplicate.labels(source).inc(len(rows) - stored)
         return Accepted(stored, len(rows) - stored)
@@ -101,8 +111,7 @@ class Intake:
         try:
             # Duplicates inside one batch (a fast redelivery) must not abort the others.
             unique = list({(e.source, e.dedup_key): e for p in live for e in p.events}.values())
-            async with self._db.transaction() as session:
-                inserted = await inbox.add(session, unique, self._clock.now())
+            inserted = await inbox.add_committed(self._db.engine, unique, self._clock.now())
         except Exception as exc:
             log.warning("intake: could not store %d events: %s", len(unique), exc)
             for p in live:
@@ -112,17 +121,27 @@ class Intake:
         for p in live:
             if not p.done.done():
                 p.done.set_result(inserted)
+        while self._unanswered and self._unanswered[0].done.done():
+            self._unanswered.popleft()  # answered: no deadline to watch any more
         if inserted:  # redeliveries give workers nothing to do: don't wake them
             self.new_work.set()
+
+    def _expire_overdue(self) -> None:
+        """Answer 503 to requests whose batch did not commit in time (the sender retries;
+        dedup covers a commit that lands after all), then wait for the next deadline."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._unanswered and (
+            self._unanswered[0].done.done() or self._unanswered[0].deadline <= now
+        ):
+            done = self._unanswered.popleft().done
+            if not done.done():
+                done.set_exception(IntakeUnavailable("timed out waiting for the database"))
+        first = self._unanswered[0] if self._unanswered else None
+        self._expiry = loop.call_at(first.deadline, self._expire_overdue) if first else None
 
     async def drain(self) -> None:
         """At shutdown: commit whatever is still waiting before the writer stops."""
         while self._waiting:
             with contextlib.suppress(Exception):
                 await self._commit(self._take())
-
-
-def _expire(done: asyncio.Future[set[tuple[str, str]]]) -> None:
-    """The batch did not commit in time: answer 503 (the sender retries; dedup covers it)."""
-    if not done.done():
-        done.set_exception(IntakeUnavailable("timed out waiting for the database"))

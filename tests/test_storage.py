@@ -31,6 +31,25 @@ async def test_redelivered_event_is_stored_once(db: Database) -> None:
     assert counts == {"pending": 3}
 
 
+async def test_the_intakes_own_write_commits_dedups_and_stores_what_a_session_reads(
+    db: Database,
+) -> None:
+    first = await inbox.add_committed(db.engine, _events("a", "b"), NOW)
+    async with db.transaction() as s:  # redelivered through the session path: still once
+        assert await inbox.add(s, _events("b"), NOW) == set()
+    second = await inbox.add_committed(db.engine, _events("b", "c"), NOW)
+    async with db.transaction() as s:
+        # Stamped as the ORM stamps: due at NOW exactly, not a microsecond before.
+        early = await inbox.claim(s, NOW - timedelta(microseconds=1), LEASE, limit=10)
+        claimed = await inbox.claim(s, NOW, LEASE, limit=10)
+        counts = await inbox.counts(s)
+    assert first == {("local", "a"), ("local", "b")}
+    assert second == {("local", "c")}
+    assert early == []
+    assert [c.payload for c in claimed] == ['{"k": "a"}', '{"k": "b"}', '{"k": "c"}']
+    assert counts == {"processing": 3}
+
+
 async def test_claims_oldest_first_and_never_twice(db: Database) -> None:
     async with db.transaction() as s:
         await inbox.add(s, _events("a", "b", "c"), NOW)

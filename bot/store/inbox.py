@@ -10,7 +10,8 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.models import InboxEvent, UTCDateTime
 
@@ -66,22 +67,55 @@ def _insert_sql(dialect: str, rows: int) -> str:
     )
 
 
+def _insert_params(dialect: Dialect, events: Sequence[NewEvent], now: datetime) -> tuple[Any, ...]:
+    stamp: Any = UTCDateTime().process_bind_param(now, dialect)
+    if dialect.name == "sqlite":
+        stamp = stamp.isoformat(sep=" ", timespec="microseconds")  # SQLAlchemy's own format
+    params: list[Any] = []
+    for e in events:
+        params += (e.source, e.dedup_key, e.event_type, e.payload, stamp, stamp, PENDING, 0)
+    return tuple(params)
+
+
 async def add(
     session: AsyncSession, events: Sequence[NewEvent], now: datetime
 ) -> set[tuple[str, str]]:
     """Insert events, skipping those already stored; return the (source, key) pairs inserted."""
     if not events:
         return set()
-    dialect = session.bind.dialect.name
-    stamp: Any = UTCDateTime().process_bind_param(now, session.bind.dialect)
-    if dialect == "sqlite":
-        stamp = stamp.isoformat(sep=" ", timespec="microseconds")  # SQLAlchemy's own format
-    params: list[Any] = []
-    for e in events:
-        params += (e.source, e.dedup_key, e.event_type, e.payload, stamp, stamp, PENDING, 0)
+    dialect = session.bind.dialect
     conn = await session.connection()
-    result = await conn.exec_driver_sql(_insert_sql(dialect, len(events)), tuple(params))
+    sql = _insert_sql(dialect.name, len(events))
+    result = await conn.exec_driver_sql(sql, _insert_params(dialect, events, now))
     return {(s, k) for s, k in result.all()}
+
+
+async def add_committed(
+    engine: AsyncEngine, events: Sequence[NewEvent], now: datetime
+) -> set[tuple[str, str]]:
+    """`add` in a transaction of its own, committed when this returns: the intake's write.
+
+    Every webhook request waits on this, so it runs on the driver's own connection: one
+    statement and a commit (SQLite) or one statement that commits itself (PostgreSQL),
+    instead of a session's begin, execute, fetch, commit and result machinery, each a hop to
+    aiosqlite's thread. bench/intake.py measured it: about a fifth more events a second.
+    """
+    if not events:
+        return set()
+    sql = _insert_sql(engine.dialect.name, len(events))
+    params = _insert_params(engine.dialect, events, now)
+    async with engine.connect() as conn:
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        if engine.dialect.name == "sqlite":
+            try:
+                rows = await driver.execute_fetchall(sql, params)
+                await driver.commit()
+            except BaseException:
+                await driver.rollback()
+                raise
+        else:
+            rows = await driver.fetch(sql, *params)
+    return {(s, k) for s, k in rows}
 
 
 async def claim(

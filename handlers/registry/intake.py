@@ -78,7 +78,8 @@ async def _receive(request: web.Request, core: Core) -> web.Response:
         parsed = provider.parse(request.headers, body, registry.name)
     except MalformedPayload as exc:
         return _refuse(core, name, 400, f"malformed {registry.kind} payload: {exc}")
-    core.metrics.events_ignored.labels(name).inc(parsed.ignored)
+    if parsed.ignored:
+        core.metrics.events_ignored.labels(name).inc(parsed.ignored)
     try:
         accepted = await core.intake.accept(name, parsed.events)
     except IntakeUnavailable as exc:

@@ -76,8 +76,11 @@ class Workers:
                 await asyncio.sleep(self._settings.poll_interval)
             if not worked:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+                # lands as the event is set, and shutdown then waits on this loop forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
+                    async with asyncio.timeout(self._settings.poll_interval):
+                        await self._wake.wait()
 
     async def run_once(self) -> bool:
         """Claim and process one event; False when none was due."""

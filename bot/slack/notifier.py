@@ -257,8 +257,10 @@ class Delivery:
                 busy = False
             if not busy:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: see bot/worker.py.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), poll_interval)
+                    async with asyncio.timeout(poll_interval):
+                        await self._wake.wait()
 
     async def run_once(self) -> bool:
         """Deliver what is due; True when something was attempted."""

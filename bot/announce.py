@@ -25,6 +25,7 @@ from bot.models import Alert, DecisionRow, SlackMessage, Suppression, TrackedFin
 from bot.slack import render
 from bot.slack.escape import mrkdwn
 from bot.store import outbox, tracking
+from bot.store.memo import transaction_memo
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,10 @@ class Announcer:
         """Announce a push's findings. With `complete=False` (a re-check that found more, not a
         new image) only new findings are posted: nothing is declared fixed or still present."""
         ctx = push.context
-        await tracking.lock_subject(session, f"{ctx.registry}/{ctx.repository}")
-        known = {
-            (t.check_id, t.package): t
-            for t in await tracking.tracked_for(session, ctx.registry, ctx.repository, lock=True)
-        }
-        suppressions = await tracking.suppressions_for(
-            session, team=ctx.team, registry=ctx.registry, repository=ctx.repository
-        )
+        known, suppressions = await self._subject(session, ctx)
         new: list[TrackedFinding] = []
         still: dict[int, list[TrackedFinding]] = defaultdict(list)
+        changed: set[int] = set()  # messages showing a finding that now reads differently
         seen: set[tuple[str, str]] = set()
         for f in findings:
             key = (f.check_id, f.package or "")
@@ -76,7 +71,10 @@ class Announcer:
             elif row.status == tracking.FIXED:
                 _reopen(row, f, now)
             repeat = row.last_seen_digest == ctx.digest and row.last_seen_tag == push.tag
+            shown = view(row) if row.message_id is not None else None
             _seen(row, f, ctx, push.tag, now)
+            if shown is not None and row.message_id is not None and view(row) != shown:
+                changed.add(row.message_id)
             if any(
                 tracking.active(s, now, row) and _covers(s, row, ctx.digest) for s in suppressions
             ):
@@ -93,7 +91,39 @@ class Announcer:
         for row in fixed:
             row.status, row.fixed_at, row.fixed_in_tag = tracking.FIXED, now, push.tag
         await self._post_new(session, push, new, now)
-        await self._follow_up(session, push, still, fixed, now)
+        await self._follow_up(session, push, still, fixed, changed, now)
+
+    async def _subject(
+        self, session: AsyncSession, ctx: render.PushContext
+    ) -> tuple[dict[tuple[str, str], TrackedFinding], list[Suppression]]:
+        """Lock the repository, then its tracked findings (by check and package) and the
+        suppressions that may cover them.
+
+        Read once per transaction: a worker commits several pushes of one repository together,
+        and from the first the lock is held, so the findings change only through the objects
+        read here (new ones are added to the same dict) and the suppressions not at all.
+        """
+        memo = transaction_memo(session)
+        subject = f"{ctx.registry}/{ctx.repository}"
+        await self._lock(session, subject)
+        known: dict[tuple[str, str], TrackedFinding] | None = memo.get(("tracked", subject))
+        if known is None:
+            rows = await tracking.tracked_for(session, ctx.registry, ctx.repository, lock=True)
+            known = memo[("tracked", subject)] = {(t.check_id, t.package): t for t in rows}
+        suppressions: list[Suppression] | None = memo.get(("suppressions", subject, ctx.team))
+        if suppressions is None:
+            suppressions = await tracking.suppressions_for(
+                session, team=ctx.team, registry=ctx.registry, repository=ctx.repository
+            )
+            memo[("suppressions", subject, ctx.team)] = suppressions
+        return known, suppressions
+
+    async def _lock(self, session: AsyncSession, subject: str) -> None:
+        """`tracking.lock_subject`, once per subject and transaction (held until its end)."""
+        memo = transaction_memo(session)
+        if ("lock", subject) not in memo:
+            await tracking.lock_subject(session, subject)
+            memo[("lock", subject)] = True
 
     async def _post_new(
         self, session: AsyncSession, push: Push, rows: list[TrackedFinding], now: datetime
@@ -166,8 +196,12 @@ class Announcer:
         push: Push,
         still: dict[int, list[TrackedFinding]],
         fixed: list[TrackedFinding],
+        changed: set[int],
         now: datetime,
     ) -> None:
+        """Thread replies for what is still there or fixed, and a redraw of each message whose
+        drawing changed: one that only gets a "still present" reply looks the same as before,
+        so it is not drawn (and Slack is not owed an update) again."""
         by_message: dict[int, list[TrackedFinding]] = defaultdict(list)
         for row in fixed:
             if row.message_id is not None:
@@ -187,16 +221,18 @@ class Announcer:
                     blocks=[],
                     context=merged.with_tag(push.tag).to_json(),
                 )
-            else:
-                await self._replies(
-                    session,
-                    parent,
-                    push,
-                    still.get(message_id, []),
-                    by_message.get(message_id, []),
-                    now,
-                )
-            await self.redraw(session, message_id, now)
+                await self.redraw(session, message_id, now)
+                continue
+            await self._replies(
+                session,
+                parent,
+                push,
+                still.get(message_id, []),
+                by_message.get(message_id, []),
+                now,
+            )
+            if message_id in by_message or message_id in changed:
+                await self.redraw(session, message_id, now, message=parent)
 
     async def _replies(
         self,
@@ -271,7 +307,7 @@ class Announcer:
         """One message per rule and team per window, counting pods as the rule spreads."""
         falco = self._settings.falco
         subject = f"falco:{team or '-'}:{alert.rule}"[:400]
-        await tracking.lock_subject(session, subject)
+        await self._lock(session, subject)
         since = now - timedelta(minutes=falco.window_minutes)
         message = await tracking.recent_post(session, subject, since)
         if message is None:
@@ -316,9 +352,19 @@ class Announcer:
         correlated = len(ctx.pods) >= self._settings.falco.correlate_pods
         return correlated and ctx.severity.rank >= Severity.HIGH.rank
 
-    async def redraw(self, session: AsyncSession, message_id: int, now: datetime) -> None:
-        """Draw a message again from what is stored now, and owe Slack the new version."""
-        message = await tracking.message(session, message_id)
+    async def redraw(
+        self,
+        session: AsyncSession,
+        message_id: int,
+        now: datetime,
+        *,
+        message: SlackMessage | None = None,
+    ) -> None:
+        """Draw a message again from what is stored now, and owe Slack the new version.
+
+        `message` is the row when the caller has just read it in this transaction."""
+        if message is None:
+            message = await tracking.message(session, message_id)
         if message is None or message.kind != "post" or message.context is None:
             return
         data = json.loads(message.context)

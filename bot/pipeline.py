@@ -34,6 +34,7 @@ from bot.routing import route_namespace, route_repository, route_workload
 from bot.slack import render
 from bot.store import cluster as cluster_store
 from bot.store import images, inbox, tracking
+from bot.store.memo import transaction_memo
 from bot.vulns.match import Package
 from bot.vulns.reports import ReportError, ReportFinding, ScannerError, parse_harbor, run_trivy
 from bot.vulns.reports import to_finding as report_finding
@@ -330,8 +331,16 @@ class Pipeline:
             actor=event.actor,
             now=now,
         )
-        await images.record_findings(session, image_id, findings, now)
-        await images.record_packages(session, image_id, packages)
+        # One digest pushed under several tags in one transaction: its findings and packages
+        # are inserted once.
+        memo = transaction_memo(session)
+        recorded: set[tuple[str, str]] = memo.setdefault(("findings", image_id), set())
+        fresh = [f for f in findings if (f.check_id, f.package or "") not in recorded]
+        await images.record_findings(session, image_id, fresh, now)
+        recorded.update((f.check_id, f.package or "") for f in fresh)
+        if ("packages", image_id) not in memo:
+            await images.record_packages(session, image_id, packages)
+            memo[("packages", image_id)] = True
         await self._announcer.record_push(session, push, findings, now)
 
     async def _deleted(self, event: ImageDeleted, session: AsyncSession) -> None:

@@ -1,7 +1,14 @@
-"""Inbox workers: claim an event, do its network work, then commit its effects and `done` together.
+"""Inbox workers: claim events, do their network work, commit their effects and `done` together.
 
 Exactly-once: an event's effects and its `done` mark are one transaction, guarded by the lease
 token, so a crash before commit means the event runs again and a crash after means it never does.
+
+On SQLite a worker claims and commits several events at a time. SQLite has a single writer, so
+each transaction costs a turn at the database's one write lock (and, when another connection
+holds it, a sleep in SQLite's busy handler); a burst is worked through in batches, each batch's
+effects and `done` marks in one transaction. PostgreSQL commits in parallel and keeps one event
+per transaction: a transaction spanning several events could deadlock with another replica's,
+taking the same subjects in another order.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Protocol
 
@@ -26,6 +33,11 @@ from bot.store import inbox
 log = logging.getLogger(__name__)
 
 Apply = Callable[[AsyncSession], Awaitable[None]]
+
+#: Events a worker claims, and commits in one transaction, at a time on SQLite.
+SQLITE_BATCH = 16
+#: Events of one batch whose network work (registry fetches) runs at the same time.
+BATCH_FETCHES = 4
 
 
 class PermanentError(Exception):
@@ -49,6 +61,7 @@ class Workers:
         wake: asyncio.Event,
         permanent: tuple[type[BaseException], ...] = (PermanentError,),
         on_commit: Callable[[], None] = lambda: None,
+        batch: int | None = None,
     ) -> None:
         self._db = db
         self._handler = handler
@@ -58,6 +71,7 @@ class Workers:
         self._wake = wake
         self._permanent = permanent
         self._on_commit = on_commit
+        self._batch = batch if batch is not None else SQLITE_BATCH if db.dialect == "sqlite" else 1
 
     async def run(self) -> None:
         if self._settings.concurrency == 0:
@@ -83,21 +97,33 @@ class Workers:
                         await self._wake.wait()
 
     async def run_once(self) -> bool:
-        """Claim and process one event; False when none was due."""
+        """Claim and process what is due, up to one batch; False when nothing was."""
         lease = timedelta(seconds=self._settings.lease_seconds)
         async with self._db.transaction() as session:
-            claimed = await inbox.claim(session, self._clock.now(), lease, limit=1)
+            claimed = await inbox.claim(session, self._clock.now(), lease, limit=self._batch)
         if not claimed:
             return False
-        await self._process(claimed[0])
+        started = time.perf_counter()
+        if len(claimed) == 1:
+            await self._process(claimed[0], started)
+        else:
+            await self._process_batch(claimed, started)
         return True
 
-    async def _process(self, claimed: inbox.Claimed) -> None:
-        started = time.perf_counter()
-        source = claimed.source
+    async def _prepare(self, claimed: inbox.Claimed) -> Apply:
+        return await self._handler(claimed.source, load_event(claimed.payload))
+
+    async def _process(self, claimed: inbox.Claimed, started: float) -> None:
         try:
-            event = load_event(claimed.payload)
-            apply = await self._handler(source, event)
+            apply = await self._prepare(claimed)
+        except Exception as exc:
+            self._observe([claimed], started)
+            await self._failed(claimed, exc)
+            return
+        await self._commit_one(claimed, apply, started)
+
+    async def _commit_one(self, claimed: inbox.Claimed, apply: Apply, started: float) -> None:
+        try:
             async with self._db.transaction() as session:
                 await apply(session)
                 await inbox.finish(session, claimed, self._clock.now())
@@ -110,10 +136,54 @@ class Workers:
             await self._failed(claimed, exc)
             return
         finally:
-            self._metrics.processing_seconds.labels(source).observe(time.perf_counter() - started)
-        self._metrics.events_processed.labels(source).inc()
+            self._observe([claimed], started)
+        self._processed([claimed])
+
+    async def _process_batch(self, batch: Sequence[inbox.Claimed], started: float) -> None:
+        fetches = asyncio.Semaphore(BATCH_FETCHES)
+
+        async def prepare(claimed: inbox.Claimed) -> Apply:
+            async with fetches:
+                return await self._prepare(claimed)
+
+        prepared = await asyncio.gather(*(prepare(c) for c in batch), return_exceptions=True)
+        ready: list[tuple[inbox.Claimed, Apply]] = []
+        for claimed, result in zip(batch, prepared, strict=True):
+            if isinstance(result, Exception):
+                self._observe([claimed], started)
+                await self._failed(claimed, result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                ready.append((claimed, result))
+        if not ready:
+            return
+        try:
+            async with self._db.transaction() as session:
+                for _, apply in ready:  # in id order, as claimed
+                    await apply(session)
+                await inbox.finish_all(session, [c for c, _ in ready], self._clock.now())
+        except Exception as exc:
+            # One event failed or a lease ran out: the whole batch rolled back. Commit each on
+            # its own now, so one event can neither fail nor hold back the others.
+            log.info("inbox batch of %d rolled back (%s); one at a time", len(ready), exc)
+            for claimed, apply in ready:
+                await self._commit_one(claimed, apply, started)
+            return
+        done = [c for c, _ in ready]
+        self._observe(done, started)
+        self._processed(done)
+
+    def _observe(self, claimed: Sequence[inbox.Claimed], started: float) -> None:
+        elapsed = time.perf_counter() - started
+        for c in claimed:
+            self._metrics.processing_seconds.labels(c.source).observe(elapsed)
+
+    def _processed(self, claimed: Sequence[inbox.Claimed]) -> None:
+        for c in claimed:
+            self._metrics.events_processed.labels(c.source).inc()
+            log.info("processed inbox event %d (%s from %s)", c.id, c.event_type, c.source)
         self._on_commit()
-        log.info("processed inbox event %d (%s from %s)", claimed.id, claimed.event_type, source)
 
     async def _failed(self, claimed: inbox.Claimed, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"

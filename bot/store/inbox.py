@@ -173,6 +173,23 @@ async def finish(session: AsyncSession, claimed: Claimed, now: datetime) -> None
         raise LeaseLost(f"inbox event {claimed.id}")
 
 
+async def finish_all(session: AsyncSession, claimed: Sequence[Claimed], now: datetime) -> None:
+    """`finish` for events claimed together (one lease token): all of them, or LeaseLost."""
+    tokens = {c.lease_token for c in claimed}
+    if len(tokens) != 1:
+        for c in claimed:
+            await finish(session, c, now)
+        return
+    result = await session.execute(
+        update(InboxEvent)
+        .where(InboxEvent.id.in_([c.id for c in claimed]), InboxEvent.lease_token == tokens.pop())
+        .values(status=DONE, processed_at=now, lease_token=None, lease_until=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != len(claimed):  # type: ignore[attr-defined]
+        raise LeaseLost(f"inbox events {[c.id for c in claimed]}")
+
+
 async def retry_later(
     session: AsyncSession, claimed: Claimed, error: str, available_at: datetime
 ) -> None:

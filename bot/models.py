@@ -292,3 +292,13 @@ class RunningContainer(Base):
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SlackChannel(Base):
+    """When the bot last posted to a channel, from any replica: `slack.channel_interval` holds
+    across processes sharing the database."""
+
+    __tablename__ = "slack_channels"
+
+    channel: Mapped[str] = mapped_column(String(80), primary_key=True)
+    last_post_at: Mapped[datetime] = mapped_column(UTCDateTime())

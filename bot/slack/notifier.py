@@ -15,13 +15,14 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TextIO
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.config import Slack as SlackSettings
@@ -34,6 +35,12 @@ from bot.store import outbox
 log = logging.getLogger(__name__)
 
 STALE_SENDING = timedelta(minutes=2)
+#: Messages of one channel taken (marked `sending`) in one transaction when it is not paced.
+RUN = 16
+#: A run still unsent after this many seconds is given back (well inside STALE_SENDING).
+RUN_SECONDS = STALE_SENDING.total_seconds() / 4
+#: Pages of 200 messages `find` reads before it gives up looking (and posts).
+FIND_PAGES = 100
 #: Slack errors that will not go away by retrying: the message is parked and logged.
 PERMANENT_ERRORS = frozenset(
     {
@@ -124,27 +131,40 @@ class WebApiPoster:
     async def find(
         self, channel_id: str, key: str, since: datetime, thread_ts: str | None
     ) -> Posted | None:
+        """The message posted with this key since `since`, looked for page by page: a busy
+        thread lists its replies oldest first, so the one wanted may be many pages in."""
         oldest = f"{since.timestamp() - 60:.6f}"
-        if thread_ts is None:
-            request = self._client.conversations_history(
-                channel=channel_id, oldest=oldest, include_all_metadata=True, limit=200
-            )
-            resp = await self.call("conversations.history", request)
-        else:
-            request = self._client.conversations_replies(
-                channel=channel_id,
-                ts=thread_ts,
-                oldest=oldest,
-                include_all_metadata=True,
-                limit=200,
-            )
-            resp = await self.call("conversations.replies", request)
-        for m in resp.get("messages", []):
-            meta = m.get("metadata") or {}
-            if meta.get("event_type") == METADATA_EVENT_TYPE and (
-                (meta.get("event_payload") or {}).get("key") == key
-            ):
-                return Posted(channel_id, str(m["ts"]))
+        cursor: str | None = None
+        for _ in range(FIND_PAGES):
+            if thread_ts is None:
+                request = self._client.conversations_history(
+                    channel=channel_id,
+                    oldest=oldest,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+                resp = await self.call("conversations.history", request)
+            else:
+                request = self._client.conversations_replies(
+                    channel=channel_id,
+                    ts=thread_ts,
+                    oldest=oldest,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+                resp = await self.call("conversations.replies", request)
+            for m in resp.get("messages", []):
+                meta = m.get("metadata") or {}
+                if meta.get("event_type") == METADATA_EVENT_TYPE and (
+                    (meta.get("event_payload") or {}).get("key") == key
+                ):
+                    return Posted(channel_id, str(m["ts"]))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return None
+        log.warning("slack message %s: not in the first %d pages of history", key, FIND_PAGES)
         return None
 
     async def call(self, method: str, request: Awaitable[AsyncSlackResponse]) -> dict[str, Any]:
@@ -227,7 +247,13 @@ class DryRunPoster:
 
 
 class Delivery:
-    """Delivers the outbox: in id order per channel, paced per channel, channels in parallel."""
+    """Delivers the outbox: in id order per channel, paced per channel, channels in parallel.
+
+    Pacing holds across replicas: a post records its time in the channel's row, and the next
+    post to that channel, from whichever replica, waits `slack.channel_interval` from it. Only
+    one replica posts to a channel at a time (the message it is sending holds the channel), so
+    reading the row and then recording the post needs no lock of its own.
+    """
 
     def __init__(
         self,
@@ -246,7 +272,6 @@ class Delivery:
         self._clock = clock
         self._wake = wake
         self._sleep = sleep
-        self._last_post: dict[str, float] = {}
 
     async def run(self, poll_interval: float = 1.0) -> None:
         while True:
@@ -282,43 +307,139 @@ class Delivery:
         return True
 
     async def _deliver_channel(self, msgs: list[SlackMessage]) -> None:
-        for msg in msgs:
-            if outbox.in_flight(msg, self._clock.now(), STALE_SENDING):
-                return
-            if msg.available_at > self._clock.now() or not await self._deliver(msg):
-                return  # later messages of this channel wait behind this one
-
-    async def _deliver(self, msg: SlackMessage) -> bool:
-        async with self._db.transaction() as session:
-            parent = await session.get(SlackMessage, msg.parent_id) if msg.parent_id else None
-            if msg.kind != "post" and (parent is None or parent.status != outbox.POSTED):
-                if parent is None or parent.status == outbox.FAILED:
-                    await outbox.failed(session, msg.id, "the message it belongs to was not posted")
-                return False  # wait for the parent, which is ahead of it in this channel
-            if not await outbox.start_sending(session, msg, self._clock.now()):
-                return False
-            # Send what the row says now: a redraw may have changed it since `due()` read it.
-            fresh = await outbox.get(session, msg.id)
-            msg.text, msg.blocks = fresh.text, fresh.blocks
-            channel_id = msg.channel_id or await _channel_id(session, msg.channel)
+        # Posted but not recorded yet: recorded in the transaction that takes the channel's next
+        # messages, or when the channel is done. Should the process die in between, the post is
+        # `unsure` and is looked up in Slack before it is sent again.
+        unrecorded: list[tuple[int, Posted]] = []
+        parents: dict[int, SlackMessage] = {}  # posted ones: their ts does not change
+        queue = list(msgs)
         try:
-            found = await self._send(msg, parent, channel_id)
-        except DeliveryError as exc:
-            await self._not_delivered(msg, exc)
-            return False
-        async with self._db.transaction() as session:
-            await outbox.posted(session, msg.id, found.channel_id, found.ts, self._clock.now())
-        log.info(
-            "delivered slack %s %s to %s (ts %s)", msg.kind, msg.key, found.channel_id, found.ts
-        )
-        return True
+            while queue:
+                now = self._clock.now()
+                if outbox.in_flight(queue[0], now, STALE_SENDING) or queue[0].available_at > now:
+                    return  # later messages of this channel wait behind this one
+                run = self._run(queue, now)
+                async with self._db.transaction() as session:
+                    await self._record(session, unrecorded)
+                    taken = []
+                    for msg in run:
+                        one = await self._take(session, msg, parents)
+                        if one is None:
+                            break
+                        taken.append((msg, *one))
+                unrecorded.clear()
+                if not await self._send_run(taken, unrecorded):
+                    return
+                del queue[: len(taken)]
+                if len(taken) < len(run):
+                    return  # the rest waits: for a parent, or for the replica that took it
+        finally:
+            if unrecorded:
+                async with self._db.transaction() as session:
+                    await self._record(session, unrecorded)
+
+    def _run(self, queue: list[SlackMessage], now: datetime) -> list[SlackMessage]:
+        """The messages at the head of a channel's queue to take in one transaction.
+
+        Unpaced, a channel's first-time messages are taken (marked `sending`) a run at a time,
+        so a burst costs a commit per run rather than per message. Paced, the interval is the
+        limit, not commits, so messages go one at a time; as do retries, which may have to be
+        looked up in Slack first, and files.
+        """
+        head = queue[0]
+        if self._settings.channel_interval > 0 or head.status != outbox.PENDING:
+            return [head]
+        run = []
+        for msg in queue[:RUN]:
+            if msg.status != outbox.PENDING or msg.kind == "file" or msg.available_at > now:
+                break
+            run.append(msg)
+        return run or [head]
+
+    async def _send_run(
+        self,
+        taken: list[tuple[SlackMessage, SlackMessage | None, str | None, float]],
+        unrecorded: list[tuple[int, Posted]],
+    ) -> bool:
+        """Send what was taken, in order; False when one was not delivered (the ones after it
+        are released, untried, to wait behind it)."""
+        started = time.monotonic()
+        for k, (msg, parent, channel_id, wait) in enumerate(taken):
+            if k and time.monotonic() - started > RUN_SECONDS:
+                # Slack is slow: give the rest back long before another replica could think
+                # them abandoned (STALE_SENDING) and send them too.
+                await self._release([m for m, *_ in taken[k:]])
+                return False
+            try:
+                found = await self._send(msg, parent, channel_id, wait)
+            except DeliveryError as exc:
+                await self._not_delivered(msg, exc, release=[m for m, *_ in taken[k + 1 :]])
+                return False
+            except BaseException:
+                # `msg` may have reached Slack (it stays `sending`); the ones after it did not.
+                with contextlib.suppress(Exception):
+                    await self._release([m for m, *_ in taken[k + 1 :]])
+                raise
+            unrecorded.append((msg.id, found))
+            log.info(
+                "delivered slack %s %s to %s (ts %s)", msg.kind, msg.key, found.channel_id, found.ts
+            )
+        return bool(taken)
+
+    async def _release(self, msgs: list[SlackMessage]) -> None:
+        if msgs:
+            async with self._db.transaction() as session:
+                await outbox.release(session, [m.id for m in msgs])
+
+    async def _take(
+        self, session: AsyncSession, msg: SlackMessage, parents: dict[int, SlackMessage]
+    ) -> tuple[SlackMessage | None, str | None, float] | None:
+        """Mark the message `sending`; its parent, known channel id and pacing wait, or None
+        when it must wait (for its parent, or because another replica took it)."""
+        parent = await self._parent(session, msg, parents)
+        if msg.kind != "post" and (parent is None or parent.status != outbox.POSTED):
+            if parent is None or parent.status == outbox.FAILED:
+                await outbox.failed(session, msg.id, "the message it belongs to was not posted")
+            return None  # wait for the parent, which is ahead of it in this channel
+        now = self._clock.now()
+        content = await outbox.take(session, msg, now)
+        if content is None:
+            return None
+        # Send what the row says now: a redraw may have changed it since `due()` read it.
+        msg.text, msg.blocks = content
+        channel_id = None
+        if msg.status != outbox.PENDING:  # tried before: it may have to be looked up
+            channel_id = msg.channel_id or await _channel_id(session, msg.channel)
+        wait = 0.0
+        interval = self._settings.channel_interval
+        if msg.kind != "file" and interval > 0:
+            last, at = await outbox.last_post(session, msg.channel), _wall_clock()
+            # At most one interval: a replica whose clock runs ahead must not stall the channel.
+            wait = min((last - at).total_seconds() + interval, interval) if last else 0.0
+            if wait <= 0:
+                await outbox.paced(session, msg.channel, at)
+        return parent, channel_id, wait
+
+    async def _parent(
+        self, session: AsyncSession, msg: SlackMessage, parents: dict[int, SlackMessage]
+    ) -> SlackMessage | None:
+        if msg.parent_id is None:
+            return None
+        parent = parents.get(msg.parent_id) or await session.get(SlackMessage, msg.parent_id)
+        if parent is not None and parent.status == outbox.POSTED:
+            parents[msg.parent_id] = parent
+        return parent
+
+    async def _record(self, session: AsyncSession, posted: list[tuple[int, Posted]]) -> None:
+        for msg_id, found in posted:
+            await outbox.posted(session, msg_id, found.channel_id, found.ts, self._clock.now())
 
     async def _send(
-        self, msg: SlackMessage, parent: SlackMessage | None, channel_id: str | None
+        self, msg: SlackMessage, parent: SlackMessage | None, channel_id: str | None, wait: float
     ) -> Posted:
         if msg.kind == "update":
             assert parent is not None and parent.channel_id and parent.ts
-            await self._pace(msg.channel)
+            await self._pace(msg.channel, wait)
             await self._poster.update(msg, parent.channel_id, parent.ts)
             return Posted(parent.channel_id, parent.ts)
         if msg.kind == "file":
@@ -334,11 +455,14 @@ class Delivery:
             )
             if found is not None:
                 return found
-        await self._pace(msg.channel)
+        await self._pace(msg.channel, wait)
         return await self._poster.post(msg, channel, thread_ts)
 
-    async def _not_delivered(self, msg: SlackMessage, exc: DeliveryError) -> None:
+    async def _not_delivered(
+        self, msg: SlackMessage, exc: DeliveryError, release: list[SlackMessage]
+    ) -> None:
         async with self._db.transaction() as session:
+            await outbox.release(session, [m.id for m in release])
             if exc.permanent:
                 await outbox.failed(session, msg.id, str(exc))
                 log.error("slack message %s cannot be delivered: %s", msg.key, exc)
@@ -351,16 +475,23 @@ class Delivery:
             await outbox.retry_later(session, msg.id, str(exc), at)
         log.warning("slack message %s not delivered (%s); retrying in %.1fs", msg.key, exc, delay)
 
-    async def _pace(self, channel: str) -> None:
-        wait = (
-            self._last_post.get(channel, 0.0) + self._settings.channel_interval - time.monotonic()
-        )
-        if wait > 0:
-            await self._sleep(wait)
-        self._last_post[channel] = time.monotonic()
+    async def _pace(self, channel: str, wait: float) -> None:
+        """Wait out the channel's interval, then record this post's time for the next one (a
+        post that had no wait was recorded when it was taken)."""
+        if wait <= 0:
+            return
+        await self._sleep(wait)
+        async with self._db.transaction() as session:
+            await outbox.paced(session, channel, _wall_clock())
 
 
-async def _channel_id(session: Any, channel: str) -> str | None:
+def _wall_clock() -> datetime:
+    """Pacing is about Slack's rate limit, so real time, shared by replicas (not `Clock`, which
+    tests move by hand)."""
+    return datetime.now(UTC)
+
+
+async def _channel_id(session: AsyncSession, channel: str) -> str | None:
     if channel[:1] in ("C", "G", "D") and channel.isalnum():
         return channel
     return await outbox.known_channel_id(session, channel)

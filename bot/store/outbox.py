@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.models import SlackMessage
+from bot.models import SlackChannel, SlackMessage, UTCDateTime
 from bot.store._upsert import insert
 
 PENDING, SENDING, UNSURE, POSTED, FAILED = "pending", "sending", "unsure", "posted", "failed"
@@ -83,6 +83,19 @@ async def add_post(
     return await session.get(SlackMessage, new_id)
 
 
+#: A thread reply, as SQL written once: a worker owes one for nearly every push, and SQLAlchemy
+#: compiles its dialect-specific INSERT … ON CONFLICT anew each time (no cache key), which costs
+#: more than the insert. The same text serves SQLite and PostgreSQL.
+_ADD_REPLY = text(
+    'INSERT INTO slack_messages ("key", kind, parent_id, channel, text, blocks, context, status, '
+    "attempts, available_at, created_at) VALUES (:key, 'reply', :parent_id, :channel, :text, "
+    ":blocks, :context, 'pending', 0, :available_at, :created_at) "
+    'ON CONFLICT ("key") DO NOTHING RETURNING id'
+).bindparams(
+    bindparam("available_at", type_=UTCDateTime()), bindparam("created_at", type_=UTCDateTime())
+)
+
+
 async def add_reply(
     session: AsyncSession,
     parent: SlackMessage,
@@ -94,25 +107,20 @@ async def add_reply(
     context: str | None = None,
 ) -> bool:
     """A reply in the thread of `parent`, sent after it (same channel, later id)."""
-    stmt = (
-        insert(session, SlackMessage)
-        .values(
-            key=key,
-            kind="reply",
-            parent_id=parent.id,
-            channel=parent.channel,
-            text=message.text,
-            blocks=json.dumps(message.blocks, separators=(",", ":")),
-            context=context,
-            status=PENDING,
-            attempts=0,
-            available_at=available_at or now,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["key"])
-        .returning(SlackMessage.id)
+    result = await session.execute(
+        _ADD_REPLY,
+        {
+            "key": key,
+            "parent_id": parent.id,
+            "channel": parent.channel,
+            "text": message.text,
+            "blocks": json.dumps(message.blocks, separators=(",", ":")),
+            "context": context,
+            "available_at": available_at or now,
+            "created_at": now,
+        },
     )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
+    return result.scalar_one_or_none() is not None
 
 
 async def add_update(
@@ -224,26 +232,71 @@ def in_flight(msg: SlackMessage, now: datetime, stale: timedelta) -> bool:
     return msg.status == SENDING and (msg.sending_since is None or msg.sending_since >= now - stale)
 
 
-async def get(session: AsyncSession, msg_id: int) -> SlackMessage:
-    stmt = select(SlackMessage).where(SlackMessage.id == msg_id)
-    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
+_MESSAGES = cast(Table, SlackMessage.__table__)
+# Delivery's statements for each message, built once (an ORM UPDATE built per call costs
+# several times what it does in the database).
+_TAKE = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id == bindparam("msg_id"),
+        _MESSAGES.c.status == bindparam("seen_status"),
+        or_(
+            _MESSAGES.c.sending_since.is_(None),
+            _MESSAGES.c.sending_since == bindparam("seen_since", type_=UTCDateTime()),
+        ),
+    )
+    .values(
+        status=SENDING,
+        sending_since=bindparam("now", type_=UTCDateTime()),
+        attempts=_MESSAGES.c.attempts + 1,
+    )
+    .returning(_MESSAGES.c.text, _MESSAGES.c.blocks)
+)
+_POSTED = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("msg_id"), _MESSAGES.c.status == SENDING)
+    .values(
+        status=POSTED,
+        channel_id=bindparam("new_channel_id"),
+        ts=bindparam("new_ts"),
+        posted_at=bindparam("now", type_=UTCDateTime()),
+        last_error=None,
+    )
+)
+
+
+async def take(session: AsyncSession, msg: SlackMessage, now: datetime) -> tuple[str, str] | None:
+    """Mark the message `sending` for this process and return its text and blocks as they are
+    now (a redraw may have changed them since `due()` read the row); None if another replica
+    took it first."""
+    result = await session.execute(
+        _TAKE,
+        {
+            "msg_id": msg.id,
+            "seen_status": msg.status,
+            "seen_since": msg.sending_since,
+            "now": now,
+        },
+    )
+    row = result.one_or_none()
+    return None if row is None else (row.text, row.blocks)
 
 
 async def start_sending(session: AsyncSession, msg: SlackMessage, now: datetime) -> bool:
     """Take the message for this process; False if another replica took it first."""
-    result = await session.execute(
+    return await take(session, msg, now) is not None
+
+
+async def release(session: AsyncSession, msg_ids: list[int]) -> None:
+    """Give back messages taken but never sent: pending again, the attempt not counted."""
+    if not msg_ids:
+        return
+    await session.execute(
         update(SlackMessage)
-        .where(SlackMessage.id == msg.id, SlackMessage.status == msg.status)
-        .where(
-            or_(
-                SlackMessage.sending_since.is_(None),
-                SlackMessage.sending_since == msg.sending_since,
-            )
-        )
-        .values(status=SENDING, sending_since=now, attempts=SlackMessage.attempts + 1)
+        .where(SlackMessage.id.in_(msg_ids), SlackMessage.status == SENDING)
+        .values(status=PENDING, sending_since=None, attempts=SlackMessage.attempts - 1)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def posted(
@@ -251,10 +304,7 @@ async def posted(
 ) -> None:
     # Guarded by `sending`: an update re-owed while it was in flight stays owed.
     await session.execute(
-        update(SlackMessage)
-        .where(SlackMessage.id == msg_id, SlackMessage.status == SENDING)
-        .values(status=POSTED, channel_id=channel_id, ts=ts, posted_at=now, last_error=None)
-        .execution_options(synchronize_session=False)
+        _POSTED, {"msg_id": msg_id, "new_channel_id": channel_id, "new_ts": ts, "now": now}
     )
 
 
@@ -302,3 +352,19 @@ async def pending_count(session: AsyncSession) -> int:
         select(func.count()).where(SlackMessage.status.in_((PENDING, SENDING, UNSURE)))
     )
     return int(row.scalar_one())
+
+
+async def last_post(session: AsyncSession, channel: str) -> datetime | None:
+    """When any replica last posted (or updated a message) in this channel."""
+    row = await session.execute(
+        select(SlackChannel.last_post_at).where(SlackChannel.channel == channel)
+    )
+    return row.scalar_one_or_none()
+
+
+async def paced(session: AsyncSession, channel: str, at: datetime) -> None:
+    """Record a post to `channel` starting now; the next one waits `channel_interval` from it."""
+    stmt = insert(session, SlackChannel).values(channel=channel, last_post_at=at)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=["channel"], set_={"last_post_at": at})
+    )

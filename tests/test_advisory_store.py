@@ -193,3 +193,20 @@ async def test_a_long_lived_matcher_sees_every_import_in_any_replica(
         assert await here.findings(lodash) == [] and await there.findings(lodash) == []
     finally:
         await other_replica.dispose()
+
+
+async def test_a_full_matcher_forgets_the_oldest_names_but_never_the_ones_it_matches(
+    db: Database,
+) -> None:
+    from bot.vulns.service import Vulnerabilities
+
+    async with db.transaction() as s:
+        await advisories.import_records(s, real())
+    vulns = Vulnerabilities(db, max_names=2)
+    lodash = Package("npm", "lodash", "4.17.20")
+    others = [Package("PyPI", "flask", "0.1"), Package("Debian:12", "nginx", "1.0")]
+    assert [f.check_id for f in await vulns.findings([lodash])] == ["GHSA-35jh-r3h4-6jhm"]
+    # Three names at once in a matcher that holds two: all three still matched.
+    found = await vulns.findings([lodash, *others])
+    assert "GHSA-35jh-r3h4-6jhm" in {f.check_id for f in found}
+    assert [f.check_id for f in await vulns.findings([lodash])] == ["GHSA-35jh-r3h4-6jhm"]

@@ -64,11 +64,13 @@ class Vulnerabilities:
                 by_ecosystem[ecosystem].append(name)
             for ecosystem, names in by_ecosystem.items():
                 rows.update(await advisories.candidate_rows(s, ecosystem, sorted(names)))
-        self._remember(missing, rows)
+        self._remember(missing, rows, keep=wanted)
         index = {key: table for key in wanted if (table := self._tables.get(key)) is not None}
         return [to_finding(v) for v in match_compiled(packages, index)]
 
-    def _remember(self, keys: Collection[NameKey], rows: dict[str, str]) -> None:
+    def _remember(
+        self, keys: Collection[NameKey], rows: dict[str, str], keep: Collection[NameKey]
+    ) -> None:
         found: dict[NameKey, list[Compiled]] = defaultdict(list)
         for advisory_id in sorted(rows):
             try:
@@ -80,7 +82,8 @@ class Vulnerabilities:
                 if key in keys:
                     found[key].append(compiled)
         overflow = len(self._tables) + len(keys) - self._max_names
-        for key in list(self._tables)[: max(overflow, 0)]:
-            del self._tables[key]  # the oldest names first
+        if overflow > 0:  # the oldest names first, never one this match is about to use
+            for key in [k for k in self._tables if k not in keep][:overflow]:
+                del self._tables[key]
         for key in keys:
             self._tables[key] = NameTable(found[key]) if key in found else None

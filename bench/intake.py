@@ -252,7 +252,8 @@ def main() -> int:
     p.add_argument("--intake-seconds", type=int, default=15, help="the intake-alone run")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--drain-limit", type=float, default=900)
+    p.add_argument("--drain-limit", type=float, default=1800,
+                   help="seconds the drain may take; PostgreSQL works ~100 events/s per replica")
     p.add_argument("--no-postgres", action="store_true")
     args = p.parse_args()
     if not shutil.which("wrk"):

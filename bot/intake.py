@@ -111,8 +111,7 @@ class Intake:
         try:
             # Duplicates inside one batch (a fast redelivery) must not abort the others.
             unique = list({(e.source, e.dedup_key): e for p in live for e in p.events}.values())
-            async with self._db.turn(urgent=True):
-                inserted = await inbox.add_committed(self._db.engine, unique, self._clock.now())
+            inserted = await inbox.add_committed(self._db.engine, unique, self._clock.now())
         except Exception as exc:
             log.warning("intake: could not store %d events: %s", len(unique), exc)
             for p in live:

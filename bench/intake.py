@@ -256,6 +256,7 @@ def main() -> int:
                    help="seconds the drain may take; PostgreSQL works ~100 events/s per replica")
     p.add_argument("--no-postgres", action="store_true")
     args = p.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # minutes-long phases
     if not shutil.which("wrk"):
         print("wrk is not installed (make bench installs it)", file=sys.stderr)
         return 2

@@ -384,6 +384,13 @@ class Delivery:
             log.info(
                 "delivered slack %s %s to %s (ts %s)", msg.kind, msg.key, found.channel_id, found.ts
             )
+            if channel_id is None and parent is None:
+                # The channel's id is known only from this post until it is recorded: after a
+                # crash there would be no channel to look the post up in, and it would go out
+                # twice. Record it now rather than with the next take.
+                async with self._db.transaction() as session:
+                    await self._record(session, unrecorded)
+                unrecorded.clear()
         return bool(taken)
 
     async def _release(self, msgs: list[SlackMessage]) -> None:

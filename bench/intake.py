@@ -57,7 +57,6 @@ function request()
   return wrk.format(nil, nil, nil, head .. n .. middle .. n .. tail)
 end
 """
-PLACEHOLDER_DIGEST = "sha256:" + "c3" * 32
 
 #: The stand-in registry: one clean image (a non-root user, so pushes raise no finding and the
 #: drain measures the pipeline, not Slack), served until stdin closes.
@@ -180,13 +179,13 @@ class Phase:
 
 
 def load(workdir: Path, db_url: str, registry_url: str, lua: Path, seconds: int, conns: int,
-         workers: int) -> tuple[Phase, subprocess.Popen[bytes], int]:
+         workers: int) -> tuple[Phase, subprocess.Popen[bytes]]:
     """wrk against a fresh `crowsnest serve`; the server is left running for the caller."""
     port = free_port()
     proc = serve(workdir, port, db_url, registry_url, workers)
     try:
         asyncio.run(wait_up(port, "/readyz"))
-        return Phase(*wrk(port, lua, seconds, conns)), proc, port
+        return Phase(*wrk(port, lua, seconds, conns)), proc
     except BaseException:
         proc.terminate()
         raise
@@ -212,7 +211,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def run_engine(engine: str, db_url: str, fresh: Any, workdir: Path, registry_url: str,
                lua: Path, args: argparse.Namespace, bare_rate: float) -> tuple[bool, float]:
     """The three phases on one engine; `fresh()` gives an empty database for each."""
-    alone, proc, _ = load(workdir, db_url, registry_url, lua, args.intake_seconds,
+    alone, proc = load(workdir, db_url, registry_url, lua, args.intake_seconds,
                           args.connections, workers=0)
     stop(proc)
     stored = inbox_counts(db_url)
@@ -222,7 +221,7 @@ def run_engine(engine: str, db_url: str, fresh: Any, workdir: Path, registry_url
     ok = stored["rows"] >= alone.accepted and stored["keys"] == stored["rows"]
 
     db_url = fresh()
-    deployed, proc, _ = load(workdir, db_url, registry_url, lua, args.seconds,
+    deployed, proc = load(workdir, db_url, registry_url, lua, args.seconds,
                              args.connections, workers=args.workers)
     try:
         at_end = inbox_counts(db_url)
@@ -293,10 +292,9 @@ def main() -> int:
               f"{'met' if sqlite_rate >= 2000 else 'NOT met'}; ratio >= 0.4: "
               f"{'met' if ratio >= 0.4 else 'NOT met'} ({ratio:.2f})")
         if not args.no_postgres:
-            pg = start_postgres(workdir / "pg")
-            server = pg
+            pg = server = start_postgres(workdir / "pg")
 
-            def fresh_pg() -> str:
+            def fresh_pg() -> str:  # `server`, not `pg`: that one may be None for the checker
                 return server.create_database(f"bench{next(counter)}")
 
             pg_ok, _ = run_engine("postgresql", fresh_pg(), fresh_pg, workdir, registry_url,

@@ -71,6 +71,20 @@ def push_body(event_id: str, repository: str, tag: str, digest: str) -> bytes:
     return json.dumps({"events": [event]}).encode()
 
 
+async def push_each_team(client: Any, fake: FakeRegistry, name: str, tag: str, n: int) -> None:
+    """`n` repositories per team (`team-a/<name><i>`, …), each pushed once and acknowledged."""
+    for i in range(n):
+        for team in ("team-a", "team-b"):
+            repository = f"{team}/{name}{i}"
+            digest = fake.add_image(repository, tag, ROOT)
+            resp = await client.post(
+                "/hooks/registry/local",
+                data=push_body(f"{team}-{name}-{i}", repository, tag, digest),
+                headers=HOOK_HEADERS,
+            )
+            assert resp.status == 202
+
+
 def registries(url: str, **extra: Any) -> list[dict[str, Any]]:
     return [
         {
@@ -158,16 +172,7 @@ async def test_slack_down_then_back_delivers_every_owed_message_once_in_order(
         client, runtime = await app_client(settings)
         db = runtime.core.db
         slack.go_down()
-        for i in range(10):
-            for team in ("team-a", "team-b"):
-                repository = f"{team}/app{i}"
-                digest = fake.add_image(repository, "1.0", ROOT)
-                resp = await client.post(
-                    "/hooks/registry/local",
-                    data=push_body(f"{team}-{i}", repository, "1.0", digest),
-                    headers=HOOK_HEADERS,
-                )
-                assert resp.status == 202
+        await push_each_team(client, fake, "app", "1.0", 10)
 
         async def owed_and_tried() -> bool:
             rows = [r for r in await outbox_rows(db) if r.kind == "post"]
@@ -222,16 +227,7 @@ async def test_429_and_500s_lose_nothing_and_double_nothing(
             teams=TEAMS,
         )
         client, runtime = await app_client(settings)
-        for i in range(3):
-            for team in ("team-a", "team-b"):
-                repository = f"{team}/svc{i}"
-                digest = fake.add_image(repository, "2.0", ROOT)
-                resp = await client.post(
-                    "/hooks/registry/local",
-                    data=push_body(f"{team}-svc-{i}", repository, "2.0", digest),
-                    headers=HOOK_HEADERS,
-                )
-                assert resp.status == 202
+        await push_each_team(client, fake, "svc", "2.0", 3)
         await slack.wait_for("chat.postMessage", 6, timeout=8)
         await eventually(lambda: settled(runtime.core.db), 5, "the outbox to drain")
         await asyncio.sleep(0.3)

@@ -798,6 +798,9 @@ class _GatedPoster:
     async def find(self, channel_id: str, key: str, since: datetime, thread_ts: str | None) -> None:
         return None
 
+    async def channel_id(self, name: str) -> None:
+        return None
+
 
 async def test_two_replicas_deliver_one_channel_in_order(db: Database) -> None:
     async with db.transaction() as s:

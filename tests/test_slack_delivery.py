@@ -161,6 +161,38 @@ async def test_post_that_reached_slack_before_a_crash_is_not_posted_again(
     assert [c.method for c in slack.calls][-1] == "conversations.history"
 
 
+async def test_first_post_to_a_channel_that_reached_slack_before_a_crash_is_not_posted_again(
+    delivery, db, slack
+) -> None:  # type: ignore[no-untyped-def]
+    """No earlier post recorded the channel's id, so the bot asks Slack for it by name."""
+    d, _, _ = delivery
+    await _owe(db, "a")
+    await _drain(d)
+    async with db.transaction() as s:
+        await s.execute(
+            outbox.SlackMessage.__table__.update()
+            .where(outbox.SlackMessage.key == "a")
+            .values(status="sending", ts=None, channel_id=None)
+        )
+        await outbox.mark_unsure(s)
+    await _drain(d)
+    assert _posted_texts(slack) == ["message a"]
+    assert [c.method for c in slack.calls][-2:] == ["conversations.list", "conversations.history"]
+
+
+async def test_post_answered_500_after_slack_took_it_is_not_posted_again(
+    delivery, db, slack
+) -> None:  # type: ignore[no-untyped-def]
+    d, _, _ = delivery
+    slack.fail_next("chat.postMessage", 502, after_doing=True)
+    await _owe(db, "a", "b")
+    await _drain(d, rounds=50)
+    history = slack.messages.get(slack.channel_id("#team-a")) or []
+    assert [m["text"] for m in history] == ["message a", "message b"]
+    assert len(slack.calls_to("chat.postMessage", ok_only=False)) == 2
+    assert "conversations.history" in [c.method for c in slack.calls]
+
+
 async def test_unsure_post_that_never_reached_slack_is_posted(delivery, db, slack) -> None:  # type: ignore[no-untyped-def]
     d, _, _ = delivery
     await _owe(db, "warmup", "a")

@@ -65,12 +65,22 @@ class Posted:
 
 
 class DeliveryError(Exception):
-    """Slack did not take the message. `retry_after` is Slack's own wait, when it gave one."""
+    """Slack did not take the message, as far as we know. `retry_after` is Slack's own wait,
+    when it gave one; `maybe_sent` says the request may have done its work all the same (a
+    timeout, a 5xx), so a post is looked up in Slack before it is sent again."""
 
-    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+        maybe_sent: bool = False,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.maybe_sent = maybe_sent
 
 
 class Poster(Protocol):
@@ -83,6 +93,8 @@ class Poster(Protocol):
     async def find(
         self, channel_id: str, key: str, since: datetime, thread_ts: str | None
     ) -> Posted | None: ...
+
+    async def channel_id(self, name: str) -> str | None: ...
 
 
 class WebApiPoster:
@@ -167,6 +179,30 @@ class WebApiPoster:
         log.warning("slack message %s: not in the first %d pages of history", key, FIND_PAGES)
         return None
 
+    async def channel_id(self, name: str) -> str | None:
+        """The id of the channel called `name` (`#name` or `name`), from conversations.list.
+
+        Needed only when a post to a channel may have gone out just before a crash and no
+        earlier post recorded the channel's id: history can be searched by id alone.
+        """
+        wanted = name.strip().removeprefix("#").lower()
+        cursor: str | None = None
+        for _ in range(FIND_PAGES):
+            request = self._client.conversations_list(
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=1000,
+                cursor=cursor,
+            )
+            resp = await self.call("conversations.list", request)
+            for channel in resp.get("channels", []):
+                if str(channel.get("name", "")).lower() == wanted:
+                    return str(channel["id"])
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return None
+        return None
+
     async def call(self, method: str, request: Awaitable[AsyncSlackResponse]) -> dict[str, Any]:
         """Await one Web API call, counted by method and outcome; errors become DeliveryError."""
         try:
@@ -181,10 +217,16 @@ class WebApiPoster:
                 f"{method}: HTTP {status} {error}".strip(),
                 permanent=status == 200 and error in PERMANENT_ERRORS,
                 retry_after=_seconds(retry_after),
+                maybe_sent=status >= 500,
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.slack_calls.labels(method, "connection_error").inc()
-            raise DeliveryError(f"{method}: {type(exc).__name__}", permanent=False) from None
+            raise DeliveryError(
+                f"{method}: {type(exc).__name__}",
+                permanent=False,
+                # Refused before a byte was sent: Slack cannot have acted on it.
+                maybe_sent=not isinstance(exc, aiohttp.ClientConnectorError),
+            ) from None
         self._metrics.slack_calls.labels(method, str(resp.status_code)).inc()
         return dict(resp.data) if isinstance(resp.data, dict) else {}
 
@@ -231,6 +273,9 @@ class DryRunPoster:
     async def find(
         self, channel_id: str, key: str, since: datetime, thread_ts: str | None
     ) -> Posted | None:
+        return None
+
+    async def channel_id(self, name: str) -> str | None:
         return None
 
     def _emit(self, action: str, channel: str, msg: SlackMessage, **extra: Any) -> None:
@@ -455,6 +500,8 @@ class Delivery:
             return Posted(parent.channel_id, parent.ts)
         thread_ts = parent.ts if parent is not None else None
         channel = parent.channel_id if parent is not None and parent.channel_id else msg.channel
+        if msg.status != outbox.PENDING and channel_id is None and parent is None:
+            channel_id = await self._lookup_channel(msg.channel)
         if msg.status != outbox.PENDING and (channel_id or parent is not None):
             # This message may have reached Slack just before a crash: look before posting.
             found = await self._poster.find(
@@ -464,6 +511,20 @@ class Delivery:
                 return found
         await self._pace(msg.channel, wait)
         return await self._poster.post(msg, channel, thread_ts)
+
+    async def _lookup_channel(self, channel: str) -> str | None:
+        """The channel's id for a post that may have gone out before a crash, when nothing
+        recorded it: without it the post could not be looked up and would go out twice."""
+        try:
+            found = await self._poster.channel_id(channel)
+        except DeliveryError as exc:
+            if not exc.permanent:
+                raise  # retried later, still `unsure`
+            log.warning("slack channel %s: cannot look up its id (%s)", channel, exc)
+            return None
+        if found is None:
+            log.warning("slack channel %s: not in conversations.list", channel)
+        return found
 
     async def _not_delivered(
         self, msg: SlackMessage, exc: DeliveryError, release: list[SlackMessage]
@@ -479,7 +540,10 @@ class Delivery:
                 self._settings.max_retry_backoff,
             )
             at = self._clock.now() + timedelta(seconds=delay)
-            await outbox.retry_later(session, msg.id, str(exc), at)
+            # A post that may be in Slack (tried before, or this try may have reached it)
+            # stays `unsure`, so the next try looks for it first.
+            unsure = msg.kind == "post" and (msg.status != outbox.PENDING or exc.maybe_sent)
+            await outbox.retry_later(session, msg.id, str(exc), at, unsure=unsure)
         log.warning("slack message %s not delivered (%s); retrying in %.1fs", msg.key, exc, delay)
 
     async def _pace(self, channel: str, wait: float) -> None:

@@ -308,11 +308,19 @@ async def posted(
     )
 
 
-async def retry_later(session: AsyncSession, msg_id: int, error: str, at: datetime) -> None:
+async def retry_later(
+    session: AsyncSession, msg_id: int, error: str, at: datetime, *, unsure: bool = False
+) -> None:
+    """Try again at `at`; `unsure` when the message may be in Slack already."""
     await session.execute(
         update(SlackMessage)
         .where(SlackMessage.id == msg_id)
-        .values(status=PENDING, available_at=at, sending_since=None, last_error=error[:2000])
+        .values(
+            status=UNSURE if unsure else PENDING,
+            available_at=at,
+            sending_since=None,
+            last_error=error[:2000],
+        )
         .execution_options(synchronize_session=False)
     )
 

@@ -117,6 +117,8 @@ class _Failure:
     status: int
     retry_after: int | None
     error: str | None
+    #: The call does its work (a post lands in history) and only then the answer fails.
+    after_doing: bool = False
 
 
 class _ApiError(Exception):
@@ -292,6 +294,7 @@ class SlackStandIn:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "chat.getPermalink": self._chat_get_permalink,
             "conversations.history": self._conversations_history,
+            "conversations.list": self._conversations_list,
             "conversations.replies": self._conversations_replies,
             "views.open": self._views_open,
             "views.update": self._views_update,
@@ -438,8 +441,12 @@ class SlackStandIn:
         times: int = 1,
         retry_after: int | None = None,
         error: str | None = None,
+        after_doing: bool = False,
     ) -> None:
         """Make the next ``times`` calls of ``method`` fail, ahead of any argument checks.
+
+        With ``after_doing`` the call is carried out first and only its answer fails, as when
+        Slack posts a message and a gateway then answers 5xx: the message is in history.
 
         ``status=429`` answers ``{"ok": false, "error": "ratelimited"}`` with ``Retry-After``
         when ``retry_after`` is given (slack_sdk's ``AsyncRateLimitErrorRetryHandler`` sleeps
@@ -453,7 +460,7 @@ class SlackStandIn:
         if times < 1:
             raise ValueError("times must be at least 1")
         queue = self._failures.setdefault(method, deque())
-        queue.extend(_Failure(status, retry_after, error) for _ in range(times))
+        queue.extend(_Failure(status, retry_after, error, after_doing) for _ in range(times))
 
     def register(self, method: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Answer an extra method with ``handler(args)``; raise nothing, return the JSON body."""
@@ -537,6 +544,8 @@ class SlackStandIn:
         headers: dict[str, str] = {}
         failure = self._take_failure(method)
         if failure is not None:
+            if failure.after_doing and not decode_failed:
+                self._dispatch(method, args, token)
             status, body, headers = self._failure_response(failure)
         elif decode_failed:
             status, body = 200, {"ok": False, "error": "invalid_json"}
@@ -986,6 +995,36 @@ class SlackStandIn:
         if cursor:
             body["response_metadata"] = {"next_cursor": cursor}
         return body
+
+    def _conversations_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The channels this workspace has: every ``#name`` anything was posted to (or that a
+        test made with :meth:`channel_id`), in id order, a page of ``limit`` at a time."""
+        try:
+            limit = max(1, min(int(args.get("limit") or 100), 1000))
+        except ValueError:
+            raise _ApiError("invalid_limit") from None
+        ids = sorted(self.channel_names)
+        start = 0
+        if args.get("cursor"):
+            try:
+                wanted = base64.b64decode(str(args["cursor"])).decode().removeprefix("next_id:")
+                start = ids.index(wanted)
+            except ValueError:
+                raise _ApiError("invalid_cursor") from None
+        page, rest = ids[start : start + limit], ids[start + limit :]
+        cursor = base64.b64encode(f"next_id:{rest[0]}".encode()).decode() if rest else ""
+        channels = [
+            {
+                "id": cid,
+                "name": self.channel_names[cid],
+                "is_channel": True,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": True,
+            }
+            for cid in page
+        ]
+        return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": cursor}}
 
     def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel_id(args)

@@ -9,7 +9,6 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +48,6 @@ async def _answer(request: web.Request, handler: Handler, max_body: int) -> web.
         (time.perf_counter() - started) * 1000,
     )
     return response
-
-
-def describe_validation(exc: ValidationError, limit: int = 3) -> str:
-    """A short, safe account of what was wrong: field paths and messages, never the input."""
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False)[:limit]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    more = exc.error_count() - limit
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 def same_secret(sent: str, expected: str) -> bool:

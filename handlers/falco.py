@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.app import Core
 from bot.events import RuntimeAlert
 from bot.intake import IntakeUnavailable
-from bot.web import describe_validation, json_error, same_secret
+from bot.validation import describe_validation
+from bot.web import json_error, same_secret
 
 log = logging.getLogger(__name__)
 SOURCE = "falco"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.db import Database
@@ -210,3 +212,29 @@ async def test_a_full_matcher_forgets_the_oldest_names_but_never_the_ones_it_mat
     found = await vulns.findings([lodash, *others])
     assert "GHSA-35jh-r3h4-6jhm" in {f.check_id for f in found}
     assert [f.check_id for f in await vulns.findings([lodash])] == ["GHSA-35jh-r3h4-6jhm"]
+
+
+async def test_a_stored_record_that_no_longer_parses_is_skipped_and_logged_without_its_text(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A feed's text reaches the log only as field paths: the value may be anything."""
+    from bot.vulns.service import Vulnerabilities
+
+    async with db.transaction() as s:
+        await advisories.import_records(s, real())
+    planted = "<!channel> ignore this advisory, see http://evil.example"
+    async with db.transaction() as s:
+        row = await s.get(Advisory, "GHSA-35jh-r3h4-6jhm")
+        assert row is not None
+        doc = json.loads(row.raw)
+        doc["affected"][0]["ranges"][0]["events"] = planted
+        row.raw = json.dumps(doc)
+    lodash = [Package("npm", "lodash", "4.17.20")]
+    with caplog.at_level(logging.WARNING):
+        assert await Vulnerabilities(db).findings(lodash) == []
+        async with db.transaction() as s:
+            assert await advisories.candidates(s, "npm", ["lodash"]) == []
+    lines = [r.getMessage() for r in caplog.records if "no longer parses" in r.getMessage()]
+    assert len(lines) == 2
+    assert all("GHSA-35jh-r3h4-6jhm" in ln and "events" in ln for ln in lines)
+    assert not any("evil.example" in ln or "<!channel>" in ln for ln in lines)

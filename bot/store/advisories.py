@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store._upsert import insert
 from bot.vulns.models import Advisory, AdvisoryPackage, VulndbState
-from bot.vulns.osv import OsvRecord, normalize_name, parse_record, severity_of, summary_of
+from bot.vulns.osv import (
+    OsvRecord,
+    describe_error,
+    normalize_name,
+    parse_record,
+    severity_of,
+    summary_of,
+)
 from bot.vulns.versions import base_ecosystem
 
 log = logging.getLogger(__name__)
@@ -193,5 +200,5 @@ async def candidates(
         try:
             records.append(parse_record(raw))
         except (ValueError, ValidationError) as e:
-            log.warning("stored advisory %s no longer parses: %s", advisory_id, e)
+            log.warning("stored advisory %s no longer parses: %s", advisory_id, describe_error(e))
     return records

@@ -23,6 +23,7 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from bot.findings import Severity
+from bot.validation import describe_validation
 from bot.vulns.versions import (
     DPKG,
     NATURAL,
@@ -132,13 +133,10 @@ class LoadError(NamedTuple):
     error: str
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
+    """Why a record was not read, without quoting it (see bot.validation)."""
     if isinstance(exc, ValidationError):
-        parts = [
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        ]
-        more = f" (+{len(parts) - 3} more)" if len(parts) > 3 else ""
-        return "not an OSV record: " + "; ".join(parts[:3]) + more
+        return "not an OSV record: " + describe_validation(exc)
     if isinstance(exc, json.JSONDecodeError):
         return f"invalid JSON: {exc}"
     if isinstance(exc, UnicodeDecodeError):
@@ -150,7 +148,7 @@ def _records_from(data: bytes, where: str, errors: list[LoadError] | None) -> It
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        _report(errors, where, _describe(e))
+        _report(errors, where, describe_error(e))
         return
     items = obj if isinstance(obj, list) else [obj]  # some feeds publish one JSON array
     for i, item in enumerate(items):
@@ -158,7 +156,7 @@ def _records_from(data: bytes, where: str, errors: list[LoadError] | None) -> It
         try:
             yield parse_record(item)
         except (ValueError, ValidationError) as e:
-            _report(errors, at, _describe(e))
+            _report(errors, at, describe_error(e))
 
 
 def _report(errors: list[LoadError] | None, where: str, error: str) -> None:
@@ -191,7 +189,7 @@ def _load_zip(path: Path, errors: list[LoadError] | None) -> Iterator[OsvRecord]
                 if len(data) > MAX_RECORD_BYTES:
                     raise ValueError(f"larger than {MAX_RECORD_BYTES} bytes")
             except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-                _report(errors, where, _describe(e))
+                _report(errors, where, describe_error(e))
                 continue
             yield from _records_from(data, where, errors)
 
@@ -215,7 +213,7 @@ def load_path(path: str | Path, errors: list[LoadError] | None = None) -> Iterat
                 try:
                     data = _read_capped(file)
                 except (OSError, ValueError) as e:
-                    _report(errors, str(file), _describe(e))
+                    _report(errors, str(file), describe_error(e))
                     continue
                 yield from _records_from(data, str(file), errors)
         return

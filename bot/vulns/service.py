@@ -15,7 +15,7 @@ from bot.inventory import inventory
 from bot.layers import os_release
 from bot.store import advisories
 from bot.vulns.match import NameKey, Package, match_compiled, name_key, to_finding
-from bot.vulns.osv import Compiled, OsvRecord, compile_record
+from bot.vulns.osv import Compiled, OsvRecord, compile_record, describe_error
 from bot.vulns.table import NameTable
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,9 @@ class Vulnerabilities:
             try:
                 record = OsvRecord.model_validate_json(rows[advisory_id])
             except (ValueError, ValidationError) as e:
-                log.warning("stored advisory %s no longer parses: %s", advisory_id, e)
+                log.warning(
+                    "stored advisory %s no longer parses: %s", advisory_id, describe_error(e)
+                )
                 continue
             for key, compiled in compile_record(record).items():
                 if key in keys:

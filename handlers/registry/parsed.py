@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.events import ImageDeleted, ImagePushed, ScanCompleted
-from bot.web import describe_validation as describe
+from bot.validation import describe_validation as describe
 
 
 @dataclass(frozen=True)

@@ -98,14 +98,22 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+@functools.lru_cache(maxsize=65536)
+def _about(vuln_id: str, aliases: tuple[str, ...], summary: str) -> tuple[str, str]:
+    """A vulnerability's title and the lines of its detail that are the same in every package
+    it hits: worked out once, not per finding (an inventory meets one in many versions)."""
+    lines = []
+    if aliases:
+        lines.append("\nAlso known as " + ", ".join(aliases) + ".")
+    if summary and summary != vuln_id:
+        lines.append("\n" + _truncate(summary, 1000))
+    return _truncate(summary or vuln_id, TITLE_MAX), "".join(lines)
+
+
 def to_finding(v: VulnFinding) -> Finding:
     """The finding the pipeline stores and posts: keyed by vulnerability id and "name version"."""
     name = v.package.name
-    lines = [f"{name} {v.installed} ({v.package.ecosystem}) is affected by {v.vuln_id}."]
-    if v.aliases:
-        lines.append("Also known as " + ", ".join(v.aliases) + ".")
-    if v.summary and v.summary != v.vuln_id:
-        lines.append(_truncate(v.summary, 1000))
+    title, about = _about(v.vuln_id, v.aliases, v.summary)
     if v.fixed_version:
         remediation = f"Upgrade {name} to {v.fixed_version} or later."
     else:
@@ -113,8 +121,8 @@ def to_finding(v: VulnFinding) -> Finding:
     return Finding(
         check_id=v.vuln_id,
         severity=v.severity,
-        title=_truncate(v.summary or v.vuln_id, TITLE_MAX),
-        detail="\n".join(lines),
+        title=title,
+        detail=f"{name} {v.installed} ({v.package.ecosystem}) is affected by {v.vuln_id}.{about}",
         remediation=remediation,
         package=f"{name} {v.installed}",
         fixed_version=v.fixed_version,

@@ -92,8 +92,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print=None,
         access_log=None,
         shutdown_timeout=5,
+        loop=_event_loop(),
     )
     return EXIT_OK
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed: the intake's per-request cost is mostly the event loop's
+    (futures, transports, wake-ups), and uvloop's are several times cheaper."""
+    try:
+        import uvloop
+    except ImportError:
+        log.info("uvloop not installed: serving on asyncio's own event loop")
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _tls(settings: Settings) -> ssl.SSLContext | None:

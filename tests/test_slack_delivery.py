@@ -72,6 +72,17 @@ async def _drain(d: Delivery, rounds: int = 20) -> None:
                 return
 
 
+async def _crash_before_recording(db: Database, key: str) -> None:
+    """As if the process died after Slack took the message but before the bot recorded it."""
+    async with db.transaction() as s:
+        await s.execute(
+            outbox.SlackMessage.__table__.update()
+            .where(outbox.SlackMessage.key == key)
+            .values(status="sending", ts=None, channel_id=None)
+        )
+        await outbox.mark_unsure(s)
+
+
 def _posted_texts(slack: SlackStandIn) -> list[str]:
     return [c.args["text"] for c in slack.calls_to("chat.postMessage")]
 
@@ -141,14 +152,7 @@ async def test_post_that_reached_slack_before_a_crash_is_not_posted_again(
     await _owe(db, "warmup", "a")
     await _drain(d)
     [_, posted_a] = slack.calls_to("chat.postMessage")
-    # Simulate a crash after Slack took "a" but before the bot recorded it.
-    async with db.transaction() as s:
-        await s.execute(
-            outbox.SlackMessage.__table__.update()
-            .where(outbox.SlackMessage.key == "a")
-            .values(status="sending", ts=None, channel_id=None)
-        )
-        await outbox.mark_unsure(s)
+    await _crash_before_recording(db, "a")
     await _drain(d)
     assert _posted_texts(slack) == ["message warmup", "message a"]
     async with db.transaction() as s:
@@ -168,13 +172,7 @@ async def test_first_post_to_a_channel_that_reached_slack_before_a_crash_is_not_
     d, _, _ = delivery
     await _owe(db, "a")
     await _drain(d)
-    async with db.transaction() as s:
-        await s.execute(
-            outbox.SlackMessage.__table__.update()
-            .where(outbox.SlackMessage.key == "a")
-            .values(status="sending", ts=None, channel_id=None)
-        )
-        await outbox.mark_unsure(s)
+    await _crash_before_recording(db, "a")
     await _drain(d)
     assert _posted_texts(slack) == ["message a"]
     assert [c.method for c in slack.calls][-2:] == ["conversations.list", "conversations.history"]

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
@@ -211,7 +212,15 @@ async def _http_clients_ctx(app: web.Application) -> AsyncIterator[None]:
     core = app[RUNTIME].core
     await core.registry_client.open()
     await core.patch_hooks.open()
+    slack = core.slack_client
+    if slack is not None:
+        # Without a session of its own the client opens a connection (and a TLS handshake,
+        # against Slack) for every call; this one keeps them alive between calls.
+        slack.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=slack.timeout))
     yield
+    if slack is not None and slack.session is not None:
+        await slack.session.close()
+        slack.session = None
     await core.patch_hooks.close()
     await core.registry_client.close()
 

@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
@@ -17,7 +18,7 @@ from bot.db import Database
 from bot.metrics import Metrics
 from bot.slack.notifier import Delivery, DryRunPoster, WebApiPoster
 from bot.store import outbox
-from tests.conftest import BOT_TOKEN
+from tests.conftest import BOT_TOKEN, make_settings, slack_section
 from tests.support.slack_standin import SlackStandIn
 
 
@@ -205,6 +206,18 @@ async def test_unsure_post_that_never_reached_slack_is_posted(delivery, db, slac
         )
     await _drain(d)
     assert _posted_texts(slack).count("message b") == 1
+
+
+async def test_the_app_keeps_its_connection_to_slack_between_posts(
+    app_client: Any, sqlite_url: str, slack: SlackStandIn
+) -> None:
+    """Against real Slack every new connection is a TLS handshake: one per post is slow."""
+    settings = make_settings(sqlite_url, slack=slack_section(slack), worker={"concurrency": 0})
+    _, runtime = await app_client(settings)
+    await _owe(runtime.core.db, "a", "b", "c", "d", "e")
+    await slack.wait_for("chat.postMessage", 5, timeout=10)
+    assert _posted_texts(slack) == [f"message {k}" for k in "abcde"]
+    assert slack.connections == 1
 
 
 async def test_dry_run_prints_each_message(db: Database) -> None:

@@ -269,6 +269,8 @@ class SlackStandIn:
         self.views: dict[str, dict[str, Any]] = {}
         #: channel ID -> the name it was first addressed by (without "#").
         self.channel_names: dict[str, str] = {}
+        #: TCP connections accepted so far: a client that keeps its connection alive opens one.
+        self.connections = 0
 
         self._follow_clock = epoch is None
         self._clock_us = round((time.time() if epoch is None else epoch) * 1_000_000)
@@ -341,9 +343,16 @@ class SlackStandIn:
             self._protocol_factory(), sock=sock
         )
 
-    def _protocol_factory(self) -> web.Server:
+    def _protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """The server's protocol, one per TCP connection, counted in :attr:`connections`."""
         assert self._runner is not None and self._runner.server is not None
-        return self._runner.server
+        server = self._runner.server
+
+        def connection() -> asyncio.Protocol:
+            self.connections += 1
+            return server()
+
+        return connection
 
     async def stop(self) -> None:
         """Stop listening and close every connection; safe to call twice."""

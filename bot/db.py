@@ -21,14 +21,18 @@ from bot.config import Database as DatabaseSettings
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, busy_timeout_ms: int = 10_000) -> None:
     """WAL lets readers run beside the one writer; busy_timeout waits instead of failing."""
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_pragmas_no_wait(dbapi_conn: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_conn, record, busy_timeout_ms=0)
 
 
 class Database:
@@ -41,8 +45,15 @@ class Database:
             # A PostgreSQL restart must not leave dead pooled connections behind.
             kwargs |= {"pool_size": settings.pool_size, "max_overflow": 5, "pool_pre_ping": True}
         self.engine: AsyncEngine = create_async_engine(settings.url, **kwargs)
+        #: The intake's writes: on SQLite a connection that is told at once when another
+        #: holds the write lock, rather than sleeping in SQLite's busy handler in steps of up
+        #: to 100 ms however soon the lock frees (`inbox.add_committed` retries every 2 ms).
+        #: Webhook senders wait on these writes; workers and delivery can wait longer.
+        self.intake_engine = self.engine
         if settings.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self.intake_engine = create_async_engine(settings.url, pool_size=1, max_overflow=1)
+            event.listen(self.intake_engine.sync_engine, "connect", _sqlite_pragmas_no_wait)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -62,6 +73,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.intake_engine is not self.engine:
+            await self.intake_engine.dispose()
 
 
 def alembic_config(url: str) -> Any:

@@ -111,7 +111,9 @@ class Intake:
         try:
             # Duplicates inside one batch (a fast redelivery) must not abort the others.
             unique = list({(e.source, e.dedup_key): e for p in live for e in p.events}.values())
-            inserted = await inbox.add_committed(self._db.engine, unique, self._clock.now())
+            inserted = await inbox.add_committed(
+                self._db.intake_engine, unique, self._clock.now(), patience=self._timeout
+            )
         except Exception as exc:
             log.warning("intake: could not store %d events: %s", len(unique), exc)
             for p in live:

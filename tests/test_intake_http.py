@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -122,3 +125,46 @@ async def test_readyz_is_503_before_migrations(app_client, tmp_path) -> None:  #
     client, _ = await app_client(settings)
     resp = await client.get("/readyz")
     assert resp.status == 503
+
+
+def _hold_write_lock(sqlite_url: str) -> sqlite3.Connection:
+    """Another writer (a worker, delivery) in the middle of a transaction."""
+    conn = sqlite3.connect(sqlite_url.split(":///", 1)[1], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+async def test_a_push_waits_for_another_writer_and_is_stored(client, sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    holder = _hold_write_lock(sqlite_url)
+    try:
+        request = asyncio.ensure_future(
+            client.post("/hooks/registry/local", data=PUSH, headers=AUTH)
+        )
+        await asyncio.sleep(0.3)
+        assert not request.done()  # no 202 while the event cannot be stored
+    finally:
+        holder.rollback()
+        holder.close()
+    resp = await request
+    assert resp.status == 202 and (await resp.json())["accepted"] == 1
+    assert await _stored(client) == 1
+
+
+async def test_a_writer_holding_on_past_the_intake_timeout_gets_a_503(
+    app_client: Any, sqlite_url: str
+) -> None:
+    """The registry retries a 503; the redelivery, once the lock is free, is stored once."""
+    settings = make_settings(sqlite_url, worker={"concurrency": 0}, server={"intake_timeout": 0.5})
+    client, runtime = await app_client(settings)
+    holder = _hold_write_lock(sqlite_url)
+    try:
+        resp = await client.post("/hooks/registry/local", data=PUSH, headers=AUTH)
+        assert resp.status == 503
+        assert "retry" in (await resp.json())["error"]
+    finally:
+        holder.rollback()
+        holder.close()
+    resp = await client.post("/hooks/registry/local", data=PUSH, headers=AUTH)
+    assert resp.status == 202
+    client.runtime = runtime
+    assert await _stored(client) == 1

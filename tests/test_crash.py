@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +17,7 @@ import pytest
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET
 from tests.support.drain import drained
 from tests.support.oci import ImageSpec, write_layout
+from tests.support.serve import serve, wait_ready
 from tests.support.services import free_port, skopeo_push, start_registry
 from tests.support.slack_standin import SlackStandIn
 
@@ -56,29 +54,6 @@ webhook_secret = "{WEBHOOK_SECRET}"
     )
 
 
-def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "handlers.cli", "serve", "--config", str(config)],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "CROWSNEST_LOG_LEVEL": "warning"},
-    )
-
-
-async def _wait_healthy(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("bot did not become ready")
-
-
 def _event(tag: str, digest: str) -> bytes:
     return json.dumps(
         {
@@ -109,9 +84,9 @@ async def test_kill_9_mid_burst_loses_nothing_and_doubles_nothing(tmp_path: Path
     port, db = free_port(), tmp_path / "bot.db"
     config, log = tmp_path / "crowsnest.toml", tmp_path / "serve.log"
     _config(config, port, db, registry.url, slack.api_url)
-    proc = _serve(config, log)
+    proc = serve(config, log)
     try:
-        await _wait_healthy(port)
+        await wait_ready(port, proc, log)
         acked: set[str] = set()
         sem = asyncio.Semaphore(16)
         killed = asyncio.Event()
@@ -145,8 +120,8 @@ async def test_kill_9_mid_burst_loses_nothing_and_doubles_nothing(tmp_path: Path
         # The kill must land while work was still owed, or this test proves nothing.
         assert posted_before_restart < len(acked)
 
-        proc = _serve(config, log)
-        await _wait_healthy(port)
+        proc = serve(config, log)
+        await wait_ready(port, proc, log)
         await drained(db, 60)
         with sqlite3.connect(db) as conn:
             stored = {r[0] for r in conn.execute("select payload from inbox_events")}

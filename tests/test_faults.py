@@ -12,7 +12,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -39,12 +38,12 @@ from tests.support.drain import drained
 from tests.support.fake_registry import FakeRegistry
 from tests.support.faulty_registry import FaultyRegistry
 from tests.support.seed import seed_push
+from tests.support.serve import serve, wait_ready
 from tests.support.services import Postgres, free_port, start_postgres
 from tests.support.slack_standin import Call, SlackStandIn
 
 pytestmark = pytest.mark.faults
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 OCI = "application/vnd.oci.image.manifest.v1+json"
 HOOK_HEADERS = {
     "Authorization": f"Bearer {WEBHOOK_SECRET}",
@@ -491,36 +490,6 @@ repositories = ["team-b/*"]
     )
 
 
-def _serve(
-    config: Path, log: Path, *, level: str = "warning", module: str = "handlers.cli"
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", module, "serve", "--config", str(config)],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
-        env={**os.environ, "CROWSNEST_LOG_LEVEL": level, "CROWSNEST_TEST_JOB_SECONDS": "0.3"},
-    )
-
-
-async def _wait_ready(
-    port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20
-) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"crowsnest serve exited: {log.read_text()[-2000:]}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"bot did not become ready: {log.read_text()[-2000:]}")
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -550,9 +519,9 @@ async def test_kill_9_in_a_burst_loses_nothing_and_doubles_nothing(tmp_path: Pat
         slack_url=slack.api_url,
     )
     started = time.monotonic()
-    proc = _serve(config, log)
+    proc = serve(config, log)
     try:
-        await _wait_ready(port, proc, log)
+        await wait_ready(port, proc, log)
         acked: set[int] = set()
         killed = asyncio.Event()
         url = f"http://127.0.0.1:{port}/hooks/registry/local"
@@ -585,8 +554,8 @@ async def test_kill_9_in_a_burst_loses_nothing_and_doubles_nothing(tmp_path: Pat
         posted_before = len(slack.calls_to("chat.postMessage"))
         first_acked = set(acked)
 
-        proc = _serve(config, log)
-        await _wait_ready(port, proc, log)
+        proc = serve(config, log)
+        await wait_ready(port, proc, log)
         # The registry redelivers everything it did not get a 202 for, with the same ids.
         resent = sorted(set(range(BURST)) - acked)
         await burst(resent, kill=False)
@@ -672,10 +641,10 @@ async def test_two_replicas_on_one_postgres_process_post_and_expire_once(
             _write_config(
                 config, port=port, database_url=url, registry_url=fake.url, slack_url=slack.api_url
             )
-            procs.append(_serve(config, log, level="info", module="tests.support.fast_jobs"))
+            procs.append(serve(config, log, level="info", module="tests.support.fast_jobs"))
             logs.append(log)
         await asyncio.gather(
-            *(_wait_ready(p, proc, log) for p, proc, log in zip(ports, procs, logs, strict=True))
+            *(wait_ready(p, proc, log) for p, proc, log in zip(ports, procs, logs, strict=True))
         )
 
         digests = {

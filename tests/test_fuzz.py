@@ -41,6 +41,7 @@ from handlers.registry import (
 )
 from handlers.registry.errors import MalformedPayload
 from tests.conftest import SIGNING_SECRET, make_settings, slack_section
+from tests.support.json_paths import paths, replace
 from tests.support.seed import seed_push
 from tests.support.slack_standin import APP_ID, TEAM_ID, SlackStandIn, block_actions_body
 
@@ -125,25 +126,6 @@ def _dump(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(node, dict):
-        for key, child in node.items():
-            found += _paths(child, (*prefix, key))
-    elif isinstance(node, list):
-        for index, child in enumerate(node):
-            found += _paths(child, (*prefix, index))
-    return found
-
-
-def _replace(node: Any, path: tuple[Any, ...], value: Any) -> Any:
-    if not path:
-        return value
-    copy = dict(node) if isinstance(node, dict) else list(node)
-    copy[path[0]] = _replace(node[path[0]], path[1:], value)
-    return copy
-
-
 def _samples(directory: Path) -> list[tuple[Path, Any]]:
     return [
         (p, json.loads(p.read_bytes()))
@@ -158,8 +140,8 @@ def mutated(documents: list[tuple[Path, Any]]) -> st.SearchStrategy[tuple[Path, 
     @st.composite
     def build(draw: st.DrawFn) -> tuple[Path, Any]:
         path, document = draw(st.sampled_from(documents))
-        where = draw(st.sampled_from(_paths(document)))
-        return path, _replace(document, where, draw(JSON))
+        where = draw(st.sampled_from(paths(document)))
+        return path, replace(document, where, draw(JSON))
 
     return build()
 

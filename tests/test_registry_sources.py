@@ -24,6 +24,7 @@ from bot.config import Registry, RegistryKind
 from bot.events import ImageDeleted, ImagePushed, ScanCompleted
 from handlers.registry import artifact_registry, dockerhub, ecr, ghcr, harbor, quay
 from handlers.registry.errors import MalformedPayload, Unauthorized
+from tests.support.json_paths import paths, replace
 
 DIR = Path(__file__).parent / "fixtures" / "registry"
 SECRET = "test-webhook-secret"
@@ -828,25 +829,6 @@ def test_arbitrary_json_never_raises_anything_but_malformed(
     _outcome(kind, headers, _wrap(kind, value) if wrapped else _j(value))
 
 
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(node, dict):
-        for key, child in node.items():
-            found += _paths(child, (*prefix, key))
-    elif isinstance(node, list):
-        for index, child in enumerate(node):
-            found += _paths(child, (*prefix, index))
-    return found
-
-
-def _replace(node: Any, path: tuple[Any, ...], value: Any) -> Any:
-    if not path:
-        return value
-    copy = dict(node) if isinstance(node, dict) else list(node)
-    copy[path[0]] = _replace(node[path[0]], path[1:], value)
-    return copy
-
-
 def _documents(kind: str) -> list[tuple[str, Any]]:
     names = sorted(EXPECTED[kind]) + sorted(IGNORED[kind])
     return [(name, json.loads((DIR / kind / f"{name}.json").read_bytes())) for name in names]
@@ -859,8 +841,8 @@ def test_real_samples_with_one_value_replaced_never_raise_anything_but_malformed
     kind: str, data: st.DataObject
 ) -> None:
     name, document = data.draw(st.sampled_from(_documents(kind)))
-    path = data.draw(st.sampled_from(_paths(document)))
-    mutated = _replace(document, path, data.draw(_JSON))
+    path = data.draw(st.sampled_from(paths(document)))
+    mutated = replace(document, path, data.draw(_JSON))
     headers_file = DIR / kind / f"{name}.headers.json"
     headers = json.loads(headers_file.read_text()) if headers_file.exists() else {}
     is_data = kind == "artifact-registry" and name.startswith("message-data__")

@@ -722,6 +722,8 @@ async def test_slack_endpoint_never_answers_500_to_well_formed_signed_requests(
 
 @FUZZ_HTTP
 @example(request=(b"null", "application/json"))
+@example(request=_interactive({"type": "block_actions", "actions": [{}]}))  # found by a fuzz run
+@example(request=_interactive({"type": "block_actions", "actions": [{"action_id": 7}]}))
 @given(request=arbitrary_slack_requests())
 async def test_slack_endpoint_never_answers_500_to_arbitrary_signed_requests(
     slack_app: Any, request: tuple[bytes, str]

@@ -74,8 +74,10 @@ def shape_problem(text: str, content_type: str) -> str | None:
     need = _NEEDS.get(doc.get("type", ""))
     if need and not (isinstance(doc.get(need[0]), need[1]) and doc.get(need[0])):
         return f"{doc['type']} without {need[0]}"
-    if doc.get("type") == "block_actions" and not all(isinstance(a, dict) for a in doc["actions"]):
-        return "block_actions with malformed actions"
+    if doc.get("type") == "block_actions" and not all(
+        isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in doc["actions"]
+    ):
+        return "block_actions with malformed actions"  # Slack names each action's action_id
     for key in ("user", "team", "container", "view", "event", "state"):
         if key in doc and not isinstance(doc[key], dict):
             return f"{key} is not an object"

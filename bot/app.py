@@ -8,7 +8,6 @@ package never imports.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -179,6 +178,8 @@ def web_app(rt: Runtime) -> web.Application:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+#: How long shutdown waits for the background loops once they are cancelled.
+SHUTDOWN_SECONDS = 15.0
 
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -253,9 +254,13 @@ async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     for task in reversed(rt.tasks):
         task.cancel()
-    for task in rt.tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # Bounded: a process asked to stop must stop, even if a loop will not.
+    _, running = await asyncio.wait(rt.tasks, timeout=SHUTDOWN_SECONDS)
+    for task in running:
+        log.error("shutdown: %s did not stop within %.0f s", task.get_name(), SHUTDOWN_SECONDS)
+    for task in set(rt.tasks) - running:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("shutdown: %s ended with %r", task.get_name(), task.exception())
     await rt.core.intake.drain()
 
 

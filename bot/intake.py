@@ -18,6 +18,7 @@ from typing import Any
 from bot.clock import Clock
 from bot.db import Database
 from bot.events import Event, dump_event
+from bot.loops import raise_if_cancelled
 from bot.metrics import Metrics
 from bot.store import inbox
 
@@ -85,6 +86,7 @@ class Intake:
     async def run(self) -> None:
         """The single writer: batch whatever is waiting, commit, answer everyone in the batch."""
         while True:
+            raise_if_cancelled()
             await self._has_waiting.wait()
             # Let the requests that are already being read join this batch: one commit for
             # many of them is what makes persist-first fast.

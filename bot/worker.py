@@ -27,6 +27,7 @@ from bot.clock import Clock
 from bot.config import Worker as WorkerSettings
 from bot.db import Database
 from bot.events import Event, load_event
+from bot.loops import raise_if_cancelled
 from bot.metrics import Metrics
 from bot.store import inbox
 
@@ -82,6 +83,7 @@ class Workers:
 
     async def _loop(self, n: int) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 worked = await self.run_once()
             except Exception:

@@ -14,7 +14,8 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -24,6 +25,7 @@ import aiohttp
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import SystemClock
 from bot.config import Database as DatabaseSettings
@@ -797,6 +799,49 @@ async def test_two_replicas_deliver_one_channel_in_order(db: Database) -> None:
         await a.run_once()
         await b.run_once()
     assert posted == ["first", "second"]
+
+
+class _GoneOnShutdown(Database):
+    """A database that fails every transaction once shutdown has begun (cancelled task)."""
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise OSError("database went away")
+        async with super().transaction() as session:
+            yield session
+
+
+async def test_delivery_stops_when_cancelled_even_if_recording_its_posts_fails(
+    database_url: str,
+) -> None:
+    """The failed record replaces the CancelledError; the loop must stop all the same, or
+    shutdown waits on it forever. The post stays `sending`, so a restart looks it up."""
+    db = _GoneOnShutdown(DatabaseSettings(url=database_url))
+    try:
+        async with db.transaction() as s:
+            for key in ("warm", "zero", "first"):
+                await outbox.enqueue(
+                    s,
+                    key=key,
+                    channel="#order",
+                    text=key,
+                    blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": key}}],
+                    now=datetime.now(UTC),
+                )
+        posted: list[str] = []
+        poster = _GatedPoster(posted, hold=asyncio.Event())  # "first" never comes back
+        settings = SlackSettings(channel_interval=0, retry_backoff=0.01)
+        delivery = Delivery(db, poster, settings, Metrics(), SystemClock(), asyncio.Event())
+        loop = asyncio.create_task(delivery.run(poll_interval=0.05))
+        await asyncio.wait_for(poster.in_flight.wait(), 5)
+        assert posted == ["warm", "zero"]  # "zero" is recorded with the next take, or at the end
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(loop, 5)
+    finally:
+        await db.dispose()
 
 
 async def test_two_replicas_keep_a_channels_interval_between_their_posts(

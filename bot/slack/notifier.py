@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import Clock
 from bot.config import Slack as SlackSettings
 from bot.db import Database
+from bot.loops import raise_if_cancelled
 from bot.metrics import Metrics
 from bot.models import SlackMessage
 from bot.slack.ids import METADATA_EVENT_TYPE
@@ -317,9 +318,12 @@ class Delivery:
         self._clock = clock
         self._wake = wake
         self._sleep = sleep
+        #: Channel ids Slack gave this process's posts, by the channel they were addressed to.
+        self._channel_ids: dict[str, str] = {}
 
     async def run(self, poll_interval: float = 1.0) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 busy = await self.run_once()
             except Exception:
@@ -429,13 +433,14 @@ class Delivery:
             log.info(
                 "delivered slack %s %s to %s (ts %s)", msg.kind, msg.key, found.channel_id, found.ts
             )
-            if channel_id is None and parent is None:
-                # The channel's id is known only from this post until it is recorded: after a
-                # crash there would be no channel to look the post up in, and it would go out
-                # twice. Record it now rather than with the next take.
+            if parent is None and msg.channel not in self._channel_ids:
+                # The channel's id may be known only from this post until it is recorded:
+                # record it now rather than with the next take, so that after a crash the
+                # post can be looked up in the channel without asking Slack for its id.
                 async with self._db.transaction() as session:
                     await self._record(session, unrecorded)
                 unrecorded.clear()
+                self._channel_ids[msg.channel] = found.channel_id
         return bool(taken)
 
     async def _release(self, msgs: list[SlackMessage]) -> None:

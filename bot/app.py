@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.admission import AdmissionControl
@@ -150,7 +151,15 @@ def _slack(settings: Settings) -> tuple[AsyncWebClient | None, AsyncApp | None]:
     slack = settings.slack
     if slack.effective_mode is SlackMode.DRY_RUN or slack.bot_token is None:
         return None, None
-    client = AsyncWebClient(token=slack.bot_token.get_secret_value(), base_url=str(slack.api_url))
+    client = AsyncWebClient(
+        token=slack.bot_token.get_secret_value(),
+        base_url=str(slack.api_url),
+        # The SDK's default also resends after a connection drops mid-call, which may post
+        # twice; only a connection refused is surely safe to retry. Delivery handles the rest.
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(error_types=[aiohttp.ClientConnectorError])
+        ],
+    )
     signing = slack.signing_secret.get_secret_value() if slack.signing_secret else None
     if slack.effective_mode is SlackMode.HTTP and not signing:
         log.warning("slack: no signing_secret, so /slack/events refuses every request")

@@ -220,6 +220,20 @@ async def test_the_app_keeps_its_connection_to_slack_between_posts(
     assert slack.connections == 1
 
 
+async def test_a_post_whose_connection_drops_after_slack_took_it_goes_out_once(
+    app_client: Any, sqlite_url: str, slack: SlackStandIn
+) -> None:
+    """The SDK must not resend it blindly: the bot looks it up in the channel first."""
+    slack.fail_next("chat.postMessage", 0, after_doing=True)
+    settings = make_settings(sqlite_url, slack=slack_section(slack), worker={"concurrency": 0})
+    _, runtime = await app_client(settings)
+    await _owe(runtime.core.db, "a", "b")
+    await slack.wait_for("chat.postMessage", 1, timeout=10)
+    history = slack.messages.get(slack.channel_id("#team-a")) or []
+    assert [m["text"] for m in history] == ["message a", "message b"]
+    assert [c.status for c in slack.calls_to("chat.postMessage", ok_only=False)] == [0, 200]
+
+
 async def test_dry_run_prints_each_message(db: Database) -> None:
     out = io.StringIO()
     metrics = Metrics()

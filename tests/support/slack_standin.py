@@ -456,6 +456,8 @@ class SlackStandIn:
 
         With ``after_doing`` the call is carried out first and only its answer fails, as when
         Slack posts a message and a gateway then answers 5xx: the message is in history.
+        ``status=0`` answers nothing: the connection is cut (aiohttp raises
+        ``ServerDisconnectedError``), as when it drops between request and response.
 
         ``status=429`` answers ``{"ok": false, "error": "ratelimited"}`` with ``Retry-After``
         when ``retry_after`` is given (slack_sdk's ``AsyncRateLimitErrorRetryHandler`` sleeps
@@ -555,6 +557,9 @@ class SlackStandIn:
         if failure is not None:
             if failure.after_doing and not decode_failed:
                 self._dispatch(method, args, token)
+            if failure.status == 0:
+                await self._record(Call(method, args, token, 0, {}, request.method))
+                return self._drop(request)
             status, body, headers = self._failure_response(failure)
         elif decode_failed:
             status, body = 200, {"ok": False, "error": "invalid_json"}

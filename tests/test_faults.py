@@ -773,9 +773,10 @@ class _GatedPoster:
         return None
 
 
-async def test_two_replicas_deliver_one_channel_in_order(db: Database) -> None:
+async def _owe_in_order(db: Database, *keys: str) -> None:
+    """Messages for one channel, `#order`, each saying its key."""
     async with db.transaction() as s:
-        for key in ("first", "second"):
+        for key in keys:
             await outbox.enqueue(
                 s,
                 key=key,
@@ -784,6 +785,10 @@ async def test_two_replicas_deliver_one_channel_in_order(db: Database) -> None:
                 blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": key}}],
                 now=datetime.now(UTC),
             )
+
+
+async def test_two_replicas_deliver_one_channel_in_order(db: Database) -> None:
+    await _owe_in_order(db, "first", "second")
     posted: list[str] = []
     release = asyncio.Event()
     settings = SlackSettings(channel_interval=1.0, retry_backoff=0.01)
@@ -820,16 +825,7 @@ async def test_delivery_stops_when_cancelled_even_if_recording_its_posts_fails(
     shutdown waits on it forever. The post stays `sending`, so a restart looks it up."""
     db = _GoneOnShutdown(DatabaseSettings(url=database_url))
     try:
-        async with db.transaction() as s:
-            for key in ("warm", "zero", "first"):
-                await outbox.enqueue(
-                    s,
-                    key=key,
-                    channel="#order",
-                    text=key,
-                    blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": key}}],
-                    now=datetime.now(UTC),
-                )
+        await _owe_in_order(db, "warm", "zero", "first")
         posted: list[str] = []
         poster = _GatedPoster(posted, hold=asyncio.Event())  # "first" never comes back
         settings = SlackSettings(channel_interval=0, retry_backoff=0.01)

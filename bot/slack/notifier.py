@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TextIO
@@ -40,7 +40,7 @@ STALE_SENDING = timedelta(minutes=2)
 RUN = 16
 #: A run still unsent after this many seconds is given back (well inside STALE_SENDING).
 RUN_SECONDS = STALE_SENDING.total_seconds() / 4
-#: Pages of 200 messages `find` reads before it gives up looking (and posts).
+#: Pages (of 200 messages, or 1,000 channels) read before a lookup gives up (and posts).
 FIND_PAGES = 100
 #: Slack errors that will not go away by retrying: the message is parked and logged.
 PERMANENT_ERRORS = frozenset(
@@ -146,38 +146,24 @@ class WebApiPoster:
     ) -> Posted | None:
         """The message posted with this key since `since`, looked for page by page: a busy
         thread lists its replies oldest first, so the one wanted may be many pages in."""
-        oldest = f"{since.timestamp() - 60:.6f}"
-        cursor: str | None = None
-        for _ in range(FIND_PAGES):
-            if thread_ts is None:
-                request = self._client.conversations_history(
-                    channel=channel_id,
-                    oldest=oldest,
-                    include_all_metadata=True,
-                    limit=200,
-                    cursor=cursor,
-                )
-                resp = await self.call("conversations.history", request)
-            else:
-                request = self._client.conversations_replies(
-                    channel=channel_id,
-                    ts=thread_ts,
-                    oldest=oldest,
-                    include_all_metadata=True,
-                    limit=200,
-                    cursor=cursor,
-                )
-                resp = await self.call("conversations.replies", request)
-            for m in resp.get("messages", []):
+        window: dict[str, Any] = {
+            "channel": channel_id,
+            "oldest": f"{since.timestamp() - 60:.6f}",
+            "include_all_metadata": True,
+            "limit": 200,
+        }
+        if thread_ts is None:
+            pages = self._pages("conversations.history", self._client.conversations_history, window)
+        else:
+            window["ts"] = thread_ts
+            pages = self._pages("conversations.replies", self._client.conversations_replies, window)
+        async for page in pages:
+            for m in page.get("messages", []):
                 meta = m.get("metadata") or {}
                 if meta.get("event_type") == METADATA_EVENT_TYPE and (
                     (meta.get("event_payload") or {}).get("key") == key
                 ):
                     return Posted(channel_id, str(m["ts"]))
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
-            if cursor is None:
-                return None
-        log.warning("slack message %s: not in the first %d pages of history", key, FIND_PAGES)
         return None
 
     async def channel_id(self, name: str) -> str | None:
@@ -187,22 +173,30 @@ class WebApiPoster:
         earlier post recorded the channel's id: history can be searched by id alone.
         """
         wanted = name.strip().removeprefix("#").lower()
-        cursor: str | None = None
-        for _ in range(FIND_PAGES):
-            request = self._client.conversations_list(
-                types="public_channel,private_channel",
-                exclude_archived=True,
-                limit=1000,
-                cursor=cursor,
-            )
-            resp = await self.call("conversations.list", request)
-            for channel in resp.get("channels", []):
+        listing = {"types": "public_channel,private_channel", "exclude_archived": True}
+        async for page in self._pages(
+            "conversations.list", self._client.conversations_list, {**listing, "limit": 1000}
+        ):
+            for channel in page.get("channels", []):
                 if str(channel.get("name", "")).lower() == wanted:
                     return str(channel["id"])
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
-            if cursor is None:
-                return None
         return None
+
+    async def _pages(
+        self,
+        method: str,
+        request: Callable[..., Awaitable[AsyncSlackResponse]],
+        args: dict[str, Any],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Each page of a cursor-paginated method, up to FIND_PAGES of them."""
+        cursor: str | None = None
+        for _ in range(FIND_PAGES):
+            page = await self.call(method, request(**args, cursor=cursor))
+            yield page
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return
+        log.warning("slack %s: gave up after %d pages", method, FIND_PAGES)
 
     async def call(self, method: str, request: Awaitable[AsyncSlackResponse]) -> dict[str, Any]:
         """Await one Web API call, counted by method and outcome; errors become DeliveryError."""
@@ -318,8 +312,6 @@ class Delivery:
         self._clock = clock
         self._wake = wake
         self._sleep = sleep
-        #: Channel ids Slack gave this process's posts, by the channel they were addressed to.
-        self._channel_ids: dict[str, str] = {}
 
     async def run(self, poll_interval: float = 1.0) -> None:
         while True:
@@ -433,14 +425,6 @@ class Delivery:
             log.info(
                 "delivered slack %s %s to %s (ts %s)", msg.kind, msg.key, found.channel_id, found.ts
             )
-            if parent is None and msg.channel not in self._channel_ids:
-                # The channel's id may be known only from this post until it is recorded:
-                # record it now rather than with the next take, so that after a crash the
-                # post can be looked up in the channel without asking Slack for its id.
-                async with self._db.transaction() as session:
-                    await self._record(session, unrecorded)
-                unrecorded.clear()
-                self._channel_ids[msg.channel] = found.channel_id
         return bool(taken)
 
     async def _release(self, msgs: list[SlackMessage]) -> None:
@@ -505,15 +489,16 @@ class Delivery:
             return Posted(parent.channel_id, parent.ts)
         thread_ts = parent.ts if parent is not None else None
         channel = parent.channel_id if parent is not None and parent.channel_id else msg.channel
-        if msg.status != outbox.PENDING and channel_id is None and parent is None:
-            channel_id = await self._lookup_channel(msg.channel)
-        if msg.status != outbox.PENDING and (channel_id or parent is not None):
+        if msg.status != outbox.PENDING:
             # This message may have reached Slack just before a crash: look before posting.
-            found = await self._poster.find(
-                channel_id or channel, msg.key, msg.created_at, thread_ts
-            )
-            if found is not None:
-                return found
+            if channel_id is None and parent is None:
+                channel_id = await self._lookup_channel(msg.channel)
+            if channel_id or parent is not None:
+                found = await self._poster.find(
+                    channel_id or channel, msg.key, msg.created_at, thread_ts
+                )
+                if found is not None:
+                    return found
         await self._pace(msg.channel, wait)
         return await self._poster.post(msg, channel, thread_ts)
 

@@ -71,10 +71,11 @@ class Announcer:
             elif row.status == tracking.FIXED:
                 _reopen(row, f, now)
             repeat = row.last_seen_digest == ctx.digest and row.last_seen_tag == push.tag
-            shown = view(row) if row.message_id is not None else None
+            message_id = row.message_id
+            shown = view(row) if message_id is not None else None
             _seen(row, f, ctx, push.tag, now)
-            if shown is not None and row.message_id is not None and view(row) != shown:
-                changed.add(row.message_id)
+            if message_id is not None and view(row) != shown:
+                changed.add(message_id)
             if any(
                 tracking.active(s, now, row) and _covers(s, row, ctx.digest) for s in suppressions
             ):

@@ -161,9 +161,9 @@ async def test_outbox_key_is_owed_once_and_taken_by_one_sender(db: Database) -> 
     async with db.transaction() as s:
         [msg] = await outbox.due(s, NOW, timedelta(minutes=2))
     async with db.transaction() as s:
-        assert await outbox.start_sending(s, msg, NOW)
+        assert await outbox.take(s, msg, NOW) is not None
     async with db.transaction() as s:
-        assert not await outbox.start_sending(s, msg, NOW)  # a second replica with the same row
+        assert await outbox.take(s, msg, NOW) is None  # a second replica with the same row
         [held] = await outbox.due(s, NOW, timedelta(minutes=2))
         assert outbox.in_flight(held, NOW, timedelta(minutes=2))  # it holds its channel
         await outbox.posted(s, msg.id, "C1", "1.0001", NOW)

@@ -128,13 +128,12 @@ async def _sqlite_insert(driver: Any, sql: str, params: Any, patience: float) ->
             rows = await driver.execute_fetchall(sql, params)
             await driver.commit()
             return rows
-        except sqlite3.OperationalError as exc:
+        except BaseException as exc:
             await driver.rollback()
-            if "locked" not in str(exc) or time.monotonic() >= give_up:
+            code = getattr(exc, "sqlite_errorcode", None)  # extended: the low byte is the code
+            busy = code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= give_up:
                 raise
-        except BaseException:
-            await driver.rollback()
-            raise
         await asyncio.sleep(LOCKED_RETRY)
 
 
@@ -183,26 +182,17 @@ async def claim(
 
 async def finish(session: AsyncSession, claimed: Claimed, now: datetime) -> None:
     """Mark done, in the same transaction as the event's effects; fails if the lease was lost."""
-    result = await session.execute(
-        update(InboxEvent)
-        .where(InboxEvent.id == claimed.id, InboxEvent.lease_token == claimed.lease_token)
-        .values(status=DONE, processed_at=now, lease_token=None, lease_until=None, last_error=None)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise LeaseLost(f"inbox event {claimed.id}")
+    await finish_all(session, [claimed], now)
 
 
 async def finish_all(session: AsyncSession, claimed: Sequence[Claimed], now: datetime) -> None:
-    """`finish` for events claimed together (one lease token): all of them, or LeaseLost."""
-    tokens = {c.lease_token for c in claimed}
-    if len(tokens) != 1:
-        for c in claimed:
-            await finish(session, c, now)
-        return
+    """`finish` for events claimed together (one claim, one lease token): all, or LeaseLost."""
     result = await session.execute(
         update(InboxEvent)
-        .where(InboxEvent.id.in_([c.id for c in claimed]), InboxEvent.lease_token == tokens.pop())
+        .where(
+            InboxEvent.id.in_([c.id for c in claimed]),
+            InboxEvent.lease_token == claimed[0].lease_token,
+        )
         .values(status=DONE, processed_at=now, lease_token=None, lease_until=None, last_error=None)
         .execution_options(synchronize_session=False)
     )

@@ -282,11 +282,6 @@ async def take(session: AsyncSession, msg: SlackMessage, now: datetime) -> tuple
     return None if row is None else (row.text, row.blocks)
 
 
-async def start_sending(session: AsyncSession, msg: SlackMessage, now: datetime) -> bool:
-    """Take the message for this process; False if another replica took it first."""
-    return await take(session, msg, now) is not None
-
-
 async def release(session: AsyncSession, msg_ids: list[int]) -> None:
     """Give back messages taken but never sent: pending again, the attempt not counted."""
     if not msg_ids:

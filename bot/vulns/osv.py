@@ -450,21 +450,25 @@ class Compiled:
                     hits.append((entry, fixes))
         return self.affected(hits) if hits else None
 
-    def affected(self, hits: Sequence[tuple[Entry, Sequence[Fix]]]) -> Affected:
-        """The record's answer from its entries that hit, each with its fixes above the version.
-
-        The fix is the lowest above the installed version among those of the first fix's
-        scheme (SEMVER and ECOSYSTEM ranges in one record need not order alike).
-        """
+    @staticmethod
+    def answer(hits: Sequence[tuple[Entry, Sequence[Fix]]]) -> tuple[str | None, Severity]:
+        """The fixed version and severity from the entries that hit, each with its fixes above
+        the version: the lowest fix among those of the first fix's scheme (SEMVER and ECOSYSTEM
+        ranges in one record need not order alike), and the worst severity."""
         fixes = [fix for _, entry_fixes in hits for fix in entry_fixes]
         fixed = None
         if fixes:
             first_scheme = fixes[0][1]
             fixed = min((f for f in fixes if f[1] == first_scheme), key=lambda f: f[0])[2]
-        first = hits[0][0]
-        severity = first.severity
+        severity = hits[0][0].severity
         for entry, _ in hits[1:]:
             severity = max(severity, entry.severity, key=lambda s: s.rank)
+        return fixed, severity
+
+    def affected(self, hits: Sequence[tuple[Entry, Sequence[Fix]]]) -> Affected:
+        """The record's answer from its entries that hit, each with its fixes above the version."""
+        fixed, severity = self.answer(hits)
+        first = hits[0][0]
         return Affected(
             id=self.id,
             aliases=self.aliases,

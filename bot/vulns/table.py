@@ -7,16 +7,21 @@ fixed, last_affected and limit version, and every listed version) are sorted int
 version then sits in a cell of it, `2i` strictly below bound `i` or `2i + 1` exactly at it.
 An entry's answer is the same for every version in a cell, so each entry is stored as the
 cells where it hits, and matching a package is one binary search per scheme followed by
-integer comparisons. The answers are `Compiled.hit`'s exactly (a property test holds them to
-it); a version the line's scheme cannot parse falls back to `Compiled.hit`.
+integer comparisons. A cell met for the first time is worked out from the entries whose spans
+hold it; an entry of a record sharing no id or alias with the others (nearly all) has its
+answers made with the table, one per fix, so most of that is a bisect each. The answers are
+`Compiled.hit`'s exactly (a property test holds them to it); a version the line's scheme
+cannot parse falls back to `Compiled.hit`.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from bot.findings import Severity
 from bot.vulns.osv import Affected, Compiled, Entry, Fix, Ord, Range, covers, parsed_version
@@ -26,9 +31,9 @@ from bot.vulns.versions import scheme
 Span = tuple[str, int, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Vulnerability:
-    """One vulnerability of a package version: the records naming it, linked by id or alias."""
+class Vulnerability(NamedTuple):
+    """One vulnerability of a package version: the records naming it, linked by id or alias.
+    (A tuple: a large inventory's new versions make thousands at once.)"""
 
     id: str
     aliases: tuple[str, ...]
@@ -118,6 +123,22 @@ class _Rule:
     entry: Entry
     spans: tuple[Span, ...]
     fixes: tuple[tuple[int, str, str], ...]  # (cell, scheme, text) in the record's order
+    #: Set when the entry, hit alone in its record, is a vulnerability of its own: the record
+    #: shares no id or alias with the name's other records, and the entry's fixes all lie on
+    #: this line ("" when it has none). `alone` then answers for it.
+    alone_on: str | None
+    only_entry: bool  # the record has no other entry for this name: it is always hit alone
+    #: The fixes' cells ascending (equal ones in the record's order), and what `alone` answers
+    #: below each (the fix's text) and above them all (no fix), made once, with the table.
+    fix_cells: tuple[int, ...]
+    answers: tuple[Vulnerability, ...]
+
+    def alone(self, cells: dict[str, int]) -> Vulnerability:
+        """What `merge` makes of the record hit at `cells` by this entry alone: the lowest fix
+        above the cells is one bisect away."""
+        if not self.alone_on:
+            return self.answers[0]
+        return self.answers[bisect_right(self.fix_cells, cells[self.alone_on])]
 
 
 class _Spans:
@@ -187,7 +208,9 @@ def _range_spans(rng: Range, line: _Line) -> list[Span]:
     return spans
 
 
-def _rule(order: tuple[int, int], record: Compiled, entry: Entry, lines: dict[str, _Line]) -> _Rule:
+def _rule(
+    order: tuple[int, int], record: Compiled, entry: Entry, lines: dict[str, _Line], linked: bool
+) -> _Rule:
     spans: list[Span] = []
     if entry.version_keys:
         line = lines[entry.scheme]
@@ -198,7 +221,24 @@ def _rule(order: tuple[int, int], record: Compiled, entry: Entry, lines: dict[st
     for rng in entry.ranges:
         spans += _range_spans(rng, lines[rng.scheme])
         fixes += [(lines[rng.scheme].cell(b), rng.scheme, text) for b, text in rng.fixes]
-    return _Rule(order, record, entry, tuple(spans), tuple(fixes))
+    fix_lines = {s for _, s, _ in fixes}
+    ascending = sorted(fixes, key=lambda f: f[0])
+    aliases = tuple(sorted(set(record.aliases) - {record.id}))
+    answers = tuple(
+        Vulnerability(record.id, aliases, fixed or None, entry.severity, record.summary)
+        for fixed in [*(t for _, _, t in ascending), None]
+    )
+    return _Rule(
+        order,
+        record,
+        entry,
+        tuple(spans),
+        tuple(fixes),
+        alone_on=next(iter(fix_lines), "") if len(fix_lines) <= 1 and not linked else None,
+        only_entry=len(record.entries) == 1,
+        fix_cells=tuple(c for c, _, _ in ascending),
+        answers=answers,
+    )
 
 
 class NameTable:
@@ -219,12 +259,14 @@ class NameTable:
                     values.setdefault(scheme_name, []).append(bound)
         self._lines = {s: _Line(vs) for s, vs in values.items()}
         self._known: dict[tuple[str, tuple[int, ...]], tuple[Vulnerability, ...]] = {}
+        named = Counter(n for r in records for n in {r.id, *r.aliases})
         #: Spans by the ecosystem their entry names (`Debian:12`: a release is checked once),
         #: then by line.
         spans: dict[str, dict[str, list[tuple[int, int, _Rule]]]] = {}
         for i, record in enumerate(records):
+            linked = any(named[n] > 1 for n in {record.id, *record.aliases})
             for j, entry in enumerate(record.entries):
-                rule = _rule((i, j), record, entry, self._lines)
+                rule = _rule((i, j), record, entry, self._lines, linked)
                 lines = spans.setdefault(entry.ecosystem, {})
                 for scheme_name, start, end in rule.spans:
                     lines.setdefault(scheme_name, []).append((start, end, rule))
@@ -247,28 +289,44 @@ class NameTable:
         where = (ecosystem, tuple(cells.values()))
         known = self._known.get(where)
         if known is None:
-            known = self._known[where] = merge(self.hits(ecosystem, cells))
+            known = self._known[where] = self._work_out(ecosystem, cells)
         return known
 
-    def hits(self, ecosystem: str, cells: dict[str, int]) -> list[Affected]:
-        """Every record hitting the version at `cells` in `ecosystem`, in record order."""
+    def _work_out(self, ecosystem: str, cells: dict[str, int]) -> tuple[Vulnerability, ...]:
+        """`merge` of the records hitting the cells. Nearly every one is hit by one entry and
+        shares no id or alias with the name's other records: its answer was made with the
+        table, and only the others are merged."""
+        found: list[Vulnerability] = []
+        by_record: dict[int, list[_Rule]] = {}
+        for rule in self._rules_at(ecosystem, cells):
+            if rule.alone_on is not None and rule.only_entry:
+                found.append(rule.alone(cells))
+            else:
+                by_record.setdefault(rule.order[0], []).append(rule)
+        rest: list[Affected] = []
+        for _, rules in sorted(by_record.items()):
+            if len(rules) == 1 and rules[0].alone_on is not None:
+                found.append(rules[0].alone(cells))
+            else:
+                rest.append(rules[0].record.affected(_group(rules, cells)))
+        return tuple(sorted([*found, *merge(rest)], key=_by_id))
+
+    def _rules_at(self, ecosystem: str, cells: dict[str, int]) -> Iterable[_Rule]:
+        """Each rule with a span holding the version at `cells` in `ecosystem`, once."""
         found: dict[tuple[int, int], _Rule] = {}
         for entry_ecosystem, lines in self._spans.items():
             if covers(entry_ecosystem, ecosystem):
                 for scheme_name, spans in lines.items():
                     found.update((r.order, r) for r in spans.around(cells[scheme_name]))
-        return self._answers([found[k] for k in sorted(found)], cells)
+        return found.values()
 
-    @staticmethod
-    def _answers(found: list[_Rule], cells: dict[str, int]) -> list[Affected]:
-        answers: list[Affected] = []
-        i = 0
-        while i < len(found):
-            record, group = found[i].record, []
-            while i < len(found) and found[i].record is record:
-                rule = found[i]
-                above: list[Fix] = [(c, s, t) for c, s, t in rule.fixes if c > cells[s]]
-                group.append((rule.entry, above))
-                i += 1
-            answers.append(record.affected(group))
-        return answers
+
+def _group(rules: list[_Rule], cells: dict[str, int]) -> list[tuple[Entry, list[Fix]]]:
+    """A record's entries hitting the cells, in its order, each with its fixes above them."""
+    return [
+        (rule.entry, [(c, s, t) for c, s, t in rule.fixes if c > cells[s]])
+        for rule in sorted(rules, key=lambda r: r.order)
+    ]
+
+
+_by_id = attrgetter("id")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.findings import Severity
-from bot.vulns.match import Package, match, to_finding
+from bot.vulns.match import Package, compile_index, match, matches, to_findings
 from bot.vulns.osv import (
     LoadError,
     OsvRecord,
@@ -442,9 +442,10 @@ def test_match_gives_one_finding_per_vulnerability_and_package() -> None:
     assert requests.installed == "2.28.1"
 
 
-def test_to_finding() -> None:
-    [v] = match([Package("npm", "lodash", "4.17.20")], [real("GHSA-35jh-r3h4-6jhm")])
-    f = to_finding(v)
+def test_a_match_becomes_a_finding_keyed_by_vulnerability_and_package_with_its_fix() -> None:
+    index = compile_index([real("GHSA-35jh-r3h4-6jhm")])
+    [(lodash, found)] = matches([Package("npm", "lodash", "4.17.20")], index)
+    [f] = to_findings(lodash, found)
     assert f.check_id == "GHSA-35jh-r3h4-6jhm"
     assert f.package == "lodash 4.17.20"
     assert f.severity is Severity.HIGH
@@ -454,7 +455,8 @@ def test_to_finding() -> None:
     assert f.remediation.startswith("Upgrade lodash to 4.17.21")
     assert f.key == "GHSA-35jh-r3h4-6jhm|lodash 4.17.20"
 
-    [u] = match([Package("PyPI", "demo", "1.0")], [record(pkg(UNFIXED), details="x" * 400)])
-    g = to_finding(u)
+    index = compile_index([record(pkg(UNFIXED), details="x" * 400)])
+    [(demo, found)] = matches([Package("PyPI", "demo", "1.0")], index)
+    [g] = to_findings(demo, found)
     assert g.fixed_version is None and g.remediation.startswith("No fix yet")
     assert len(g.title) <= 150 and g.title.endswith("…")

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from bot.findings import Finding, Severity
 from bot.vulns.osv import Compiled, OsvRecord, compile_record, normalize_name
-from bot.vulns.table import NameTable
+from bot.vulns.table import NameTable, Vulnerability
 from bot.vulns.versions import base_ecosystem, ecosystem_release
 
 TITLE_MAX = 150
@@ -26,7 +26,7 @@ class Package:
     purl: str | None = None
     distro: str | None = None  # e.g. "Debian:12"; scopes OS ecosystems to a release
 
-    @property
+    @functools.cached_property
     def target(self) -> str:
         """The ecosystem to match in, with the release: `Debian` + `Debian:12` → `Debian:12`."""
         if ecosystem_release(self.ecosystem) is not None or not self.distro:
@@ -75,26 +75,33 @@ def match_compiled(
     packages: Iterable[Package], index: Mapping[NameKey, NameTable]
 ) -> list[VulnFinding]:
     """`match` on records already compiled, e.g. those `Vulnerabilities` keeps between calls."""
+    return [
+        VulnFinding(v.id, v.aliases, pkg, pkg.version, v.fixed_version, v.severity, v.summary)
+        for pkg, found in matches(packages, index)
+        for v in found
+    ]
+
+
+#: A vulnerable package and its vulnerabilities, in id order.
+Matched = tuple[Package, tuple[Vulnerability, ...]]
+
+
+def matches(packages: Iterable[Package], index: Mapping[NameKey, NameTable]) -> list[Matched]:
+    """Each vulnerable package with what hits it, sorted by package (name, version, distro):
+    the matcher's answer before any finding is built from it."""
     # Several binaries built from one source package share (target, name, version): one match.
     unique: dict[tuple[str, str, str], Package] = {}
     for pkg in packages:
         unique.setdefault((pkg.target, pkg.name, pkg.version), pkg)
-    findings: list[VulnFinding] = []
-    for (target, _, version), pkg in sorted(
-        unique.items(), key=lambda kv: (kv[1].name.lower(), kv[1].version, kv[1].distro or "")
-    ):
+    out: list[Matched] = []
+    for pkg in sorted(unique.values(), key=lambda p: (p.name.lower(), p.version, p.distro or "")):
         table = index.get(name_key(pkg))
-        if table is not None:
-            findings += [  # each table answers in id order
-                VulnFinding(v.id, v.aliases, pkg, version, v.fixed_version, v.severity, v.summary)
-                for v in table.vulnerabilities(target, version)
-            ]
-    return findings
+        if table is not None and (found := table.vulnerabilities(pkg.target, pkg.version)):
+            out.append((pkg, found))
+    return out
 
 
-@functools.lru_cache(maxsize=65536)
 def _truncate(text: str, limit: int) -> str:
-    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -102,28 +109,34 @@ def _truncate(text: str, limit: int) -> str:
 def _about(vuln_id: str, aliases: tuple[str, ...], summary: str) -> tuple[str, str]:
     """A vulnerability's title and the lines of its detail that are the same in every package
     it hits: worked out once, not per finding (an inventory meets one in many versions)."""
-    lines = []
-    if aliases:
-        lines.append("\nAlso known as " + ", ".join(aliases) + ".")
-    if summary and summary != vuln_id:
-        lines.append("\n" + _truncate(summary, 1000))
-    return _truncate(summary or vuln_id, TITLE_MAX), "".join(lines)
+    text = " ".join(summary.split())
+    lines = "\nAlso known as " + ", ".join(aliases) + "." if aliases else ""
+    if text and text != vuln_id:
+        lines += "\n" + _truncate(text, 1000)
+    return _truncate(text or vuln_id, TITLE_MAX), lines
 
 
-def to_finding(v: VulnFinding) -> Finding:
-    """The finding the pipeline stores and posts: keyed by vulnerability id and "name version"."""
-    name = v.package.name
-    title, about = _about(v.vuln_id, v.aliases, v.summary)
-    if v.fixed_version:
-        remediation = f"Upgrade {name} to {v.fixed_version} or later."
-    else:
-        remediation = f"No fix yet for {name}; watch {v.vuln_id} for a fixed version."
-    return Finding(
-        check_id=v.vuln_id,
-        severity=v.severity,
-        title=title,
-        detail=f"{name} {v.installed} ({v.package.ecosystem}) is affected by {v.vuln_id}.{about}",
-        remediation=remediation,
-        package=f"{name} {v.installed}",
-        fixed_version=v.fixed_version,
-    )
+def to_findings(pkg: Package, found: Iterable[Vulnerability]) -> list[Finding]:
+    """The findings the pipeline stores and posts: keyed by vulnerability id and "name version"."""
+    name = pkg.name
+    package = f"{name} {pkg.version}"
+    affected = f"{package} ({pkg.ecosystem}) is affected by"
+    out = []
+    for v in found:
+        title, about = _about(v.id, v.aliases, v.summary)
+        if v.fixed_version:
+            remediation = f"Upgrade {name} to {v.fixed_version} or later."
+        else:
+            remediation = f"No fix yet for {name}; watch {v.id} for a fixed version."
+        out.append(
+            Finding(
+                check_id=v.id,
+                severity=v.severity,
+                title=title,
+                detail=f"{affected} {v.id}.{about}",
+                remediation=remediation,
+                package=package,
+                fixed_version=v.fixed_version,
+            )
+        )
+    return out

@@ -14,7 +14,7 @@ from bot.images import ImageFacts
 from bot.inventory import inventory
 from bot.layers import os_release
 from bot.store import advisories
-from bot.vulns.match import NameKey, Package, match_compiled, name_key, to_finding
+from bot.vulns.match import Matched, NameKey, Package, matches, name_key, to_findings
 from bot.vulns.osv import Compiled, OsvRecord, compile_record, describe_error
 from bot.vulns.table import NameTable
 
@@ -49,6 +49,10 @@ class Vulnerabilities:
 
     async def findings(self, packages: Sequence[Package]) -> list[Finding]:
         """One finding per (vulnerability, package), from the advisories known now."""
+        return [f for pkg, found in await self.matches(packages) for f in to_findings(pkg, found)]
+
+    async def matches(self, packages: Sequence[Package]) -> list[Matched]:
+        """Each vulnerable package with its vulnerabilities, from the advisories known now."""
         if not packages:
             return []
         wanted = {name_key(p) for p in packages}
@@ -66,7 +70,7 @@ class Vulnerabilities:
                 rows.update(await advisories.candidate_rows(s, ecosystem, sorted(names)))
         self._remember(missing, rows, keep=wanted)
         index = {key: table for key in wanted if (table := self._tables.get(key)) is not None}
-        return [to_finding(v) for v in match_compiled(packages, index)]
+        return matches(packages, index)
 
     def _remember(
         self, keys: Collection[NameKey], rows: dict[str, str], keep: Collection[NameKey]

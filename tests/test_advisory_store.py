@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,28 @@ async def test_a_full_matcher_forgets_the_oldest_names_but_never_the_ones_it_mat
     found = await vulns.findings([lodash, *others])
     assert "GHSA-35jh-r3h4-6jhm" in {f.check_id for f in found}
     assert [f.check_id for f in await vulns.findings([lodash])] == ["GHSA-35jh-r3h4-6jhm"]
+
+
+async def test_a_load_frozen_out_of_the_collector_is_freed_as_soon_as_an_import_replaces_it(
+    db: Database,
+) -> None:
+    """A large load is kept out of the collector's full passes; replacing it must not leak it."""
+    from bot.vulns.service import Vulnerabilities
+
+    async with db.transaction() as s:
+        await advisories.import_records(s, real())
+    vulns = Vulnerabilities(db, freeze_after=1)
+    lodash = [Package("npm", "lodash", "4.17.20")]
+    assert await vulns.findings(lodash)
+    assert gc.get_freeze_count() > 0
+    loaded = weakref.ref(vulns._tables[("npm", "lodash")])
+
+    async with db.transaction() as s:
+        await advisories.import_records(
+            s, [variant("GHSA-35jh-r3h4-6jhm", modified="2030-01-01T00:00:00Z")]
+        )
+    assert await vulns.findings(lodash)
+    assert loaded() is None
 
 
 async def test_a_stored_record_that_no_longer_parses_is_skipped_and_logged_without_its_text(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -234,19 +235,34 @@ async def test_a_post_whose_connection_drops_after_slack_took_it_goes_out_once(
     assert [c.status for c in slack.calls_to("chat.postMessage", ok_only=False)] == [0, 200]
 
 
-async def test_dry_run_prints_each_message(db: Database) -> None:
-    out = io.StringIO()
-    metrics = Metrics()
-    d = Delivery(
+def _dry_run(db: Database, out: io.StringIO) -> Delivery:
+    return Delivery(
         db,
         DryRunPoster(out),
         SlackSettings(channel_interval=0),
-        metrics,
+        Metrics(),
         SystemClock(),
         asyncio.Event(),
     )
+
+
+async def test_dry_run_prints_each_message(db: Database) -> None:
+    out = io.StringIO()
     await _owe(db, "a")
-    await d.run_once()
+    await _dry_run(db, out).run_once()
     record = json.loads(out.getvalue())
     assert record["dry_run"] is True and record["channel"] == "#team-a"
     assert record["text"] == "message a"
+
+
+async def test_dry_run_prints_a_message_a_crash_left_unsure_and_warns_of_nothing(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """There is no Slack to look the message up in: no "not in conversations.list" warning."""
+    out = io.StringIO()
+    await _owe(db, "a")
+    await _crash_before_recording(db, "a")
+    with caplog.at_level(logging.WARNING):
+        await _dry_run(db, out).run_once()
+    assert json.loads(out.getvalue())["text"] == "message a"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -271,7 +271,8 @@ class DryRunPoster:
         return None
 
     async def channel_id(self, name: str) -> str | None:
-        return None
+        """A dry run's posts record the channel's name as its id (there is no Slack to ask)."""
+        return name
 
     def _emit(self, action: str, channel: str, msg: SlackMessage, **extra: Any) -> None:
         record = {

@@ -29,26 +29,41 @@ class Clock:
 
 
 def test_local_nine_oclock_moves_in_utc_across_the_dst_change() -> None:
-    before = last_fire(BERLIN_CRON, "Europe/Berlin", datetime(2026, 3, 23, 12, tzinfo=UTC),
-                       timedelta(days=8))
-    after = last_fire(BERLIN_CRON, "Europe/Berlin", datetime(2026, 3, 30, 12, tzinfo=UTC),
-                      timedelta(days=8))
+    before = last_fire(
+        BERLIN_CRON, "Europe/Berlin", datetime(2026, 3, 23, 12, tzinfo=UTC), timedelta(days=8)
+    )
+    after = last_fire(
+        BERLIN_CRON, "Europe/Berlin", datetime(2026, 3, 30, 12, tzinfo=UTC), timedelta(days=8)
+    )
     assert before == datetime(2026, 3, 23, 8, tzinfo=UTC)  # CET, UTC+1
     assert after == datetime(2026, 3, 30, 7, tzinfo=UTC)  # CEST, UTC+2
-    assert last_fire(BERLIN_CRON, "America/New_York", datetime(2026, 11, 2, 15, tzinfo=UTC),
-                     timedelta(days=8)) == datetime(2026, 11, 2, 14, tzinfo=UTC)  # EST again
+    assert last_fire(
+        BERLIN_CRON, "America/New_York", datetime(2026, 11, 2, 15, tzinfo=UTC), timedelta(days=8)
+    ) == datetime(2026, 11, 2, 14, tzinfo=UTC)  # EST again
 
 
 async def _seed(db: Database, now: datetime) -> None:
     async with db.transaction() as s:
         for i, sev in enumerate(["critical", "high", "high"]):
-            s.add(TrackedFinding(
-                registry_name="local", repository=f"team-a/app{i}", check_id=f"CVE-2026-{i}",
-                package="openssl 3.0.1", severity=sev, title="t", detail="", remediation="",
-                fixed_version="3.0.2", team="team-a", status="open",
-                first_seen_at=now - timedelta(days=40), last_seen_at=now,
-                last_seen_digest="sha256:" + "a" * 64, fixable_since=now - timedelta(days=40),
-            ))
+            s.add(
+                TrackedFinding(
+                    registry_name="local",
+                    repository=f"team-a/app{i}",
+                    check_id=f"CVE-2026-{i}",
+                    package="openssl 3.0.1",
+                    severity=sev,
+                    title="t",
+                    detail="",
+                    remediation="",
+                    fixed_version="3.0.2",
+                    team="team-a",
+                    status="open",
+                    first_seen_at=now - timedelta(days=40),
+                    last_seen_at=now,
+                    last_seen_digest="sha256:" + "a" * 64,
+                    fixable_since=now - timedelta(days=40),
+                )
+            )
 
 
 async def _keys(db: Database) -> list[str]:
@@ -60,8 +75,10 @@ async def _keys(db: Database) -> list[str]:
 
 
 async def test_missed_digest_runs_once_after_downtime(db: Database) -> None:
-    settings = make_settings(db.settings.url, teams=[
-        {"name": "team-a", "channel": "#team-a", "timezone": "Europe/Berlin"}])
+    settings = make_settings(
+        db.settings.url,
+        teams=[{"name": "team-a", "channel": "#team-a", "timezone": "Europe/Berlin"}],
+    )
     # Monday 1 Dec 2026, 09:00 Berlin was missed; the bot is back at 13:30 Berlin.
     clock = Clock(datetime(2026, 11, 30, 12, 30, tzinfo=UTC))
     await _seed(db, clock.t)
@@ -74,13 +91,18 @@ async def test_missed_digest_runs_once_after_downtime(db: Database) -> None:
 
 
 async def test_two_replicas_post_each_digest_once(database_url: str) -> None:
-    settings = make_settings(database_url, teams=[
-        {"name": "team-a", "channel": "#team-a", "timezone": "UTC"}])
-    one, two = Database(DatabaseSettings(url=database_url)), Database(DatabaseSettings(url=database_url))
+    settings = make_settings(
+        database_url, teams=[{"name": "team-a", "channel": "#team-a", "timezone": "UTC"}]
+    )
+    one, two = (
+        Database(DatabaseSettings(url=database_url)),
+        Database(DatabaseSettings(url=database_url)),
+    )
     clock = Clock(datetime(2026, 11, 30, 9, 5, tzinfo=UTC))
     await _seed(one, clock.t)
-    results = await asyncio.gather(DigestJobs(settings, one, clock).run_due(),
-                                   DigestJobs(settings, two, clock).run_due())
+    results = await asyncio.gather(
+        DigestJobs(settings, one, clock).run_due(), DigestJobs(settings, two, clock).run_due()
+    )
     assert sorted(results) == [0, 1]
     assert await _keys(one) == ["digest:team-a:2026-11-30T09:00:00+00:00"]
     await one.dispose()
@@ -90,8 +112,9 @@ async def test_two_replicas_post_each_digest_once(database_url: str) -> None:
 async def test_digest_is_posted_with_its_chart_in_the_thread(
     sqlite_url: str, slack: SlackStandIn
 ) -> None:
-    settings = make_settings(sqlite_url, slack=slack_section(slack), teams=[
-        {"name": "team-a", "channel": "#team-a"}])
+    settings = make_settings(
+        sqlite_url, slack=slack_section(slack), teams=[{"name": "team-a", "channel": "#team-a"}]
+    )
     db = Database(settings.database)
     clock = Clock(datetime(2026, 11, 30, 9, 1, tzinfo=UTC))
     await _seed(db, clock.t)
@@ -101,8 +124,9 @@ async def test_digest_is_posted_with_its_chart_in_the_thread(
     from bot.metrics import Metrics
 
     client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
-    delivery = Delivery(db, WebApiPoster(client, Metrics()), settings.slack, Metrics(), clock,
-                        asyncio.Event())
+    delivery = Delivery(
+        db, WebApiPoster(client, Metrics()), settings.slack, Metrics(), clock, asyncio.Event()
+    )
     for _ in range(5):
         await delivery.run_once()
     [post] = slack.calls_to("chat.postMessage")
@@ -121,11 +145,14 @@ async def test_digest_command_dry_run_prints_and_writes_the_chart(
     await _seed(db, datetime.now(UTC))
     await db.dispose()
     config = tmp_path / "c.toml"
-    config.write_text(f'[database]\nurl = "{sqlite_url}"\n[[teams]]\nname = "team-a"\n'
-                      f'channel = "#team-a"\n')
+    config.write_text(
+        f'[database]\nurl = "{sqlite_url}"\n[[teams]]\nname = "team-a"\nchannel = "#team-a"\n'
+    )
     chart = tmp_path / "chart.png"
-    code = await asyncio.to_thread(main, ["digest", "--dry-run", "--team", "team-a", "--chart",
-                                          str(chart), "--config", str(config)])
+    code = await asyncio.to_thread(
+        main,
+        ["digest", "--dry-run", "--team", "team-a", "--chart", str(chart), "--config", str(config)],
+    )
     assert code == 0
     assert chart.read_bytes().startswith(b"\x89PNG")
     out = capsys.readouterr().out  # type: ignore[attr-defined]

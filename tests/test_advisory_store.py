@@ -226,16 +226,19 @@ async def test_a_load_frozen_out_of_the_collector_is_freed_as_soon_as_an_import_
         await advisories.import_records(s, real())
     vulns = Vulnerabilities(db, freeze_after=1)
     lodash = [Package("npm", "lodash", "4.17.20")]
-    assert await vulns.findings(lodash)
-    assert gc.get_freeze_count() > 0
-    loaded = weakref.ref(vulns._tables[("npm", "lodash")])
+    try:
+        assert await vulns.findings(lodash)
+        assert gc.get_freeze_count() > 0
+        loaded = weakref.ref(vulns._tables[("npm", "lodash")])
 
-    async with db.transaction() as s:
-        await advisories.import_records(
-            s, [variant("GHSA-35jh-r3h4-6jhm", modified="2030-01-01T00:00:00Z")]
-        )
-    assert await vulns.findings(lodash)
-    assert loaded() is None
+        async with db.transaction() as s:
+            await advisories.import_records(
+                s, [variant("GHSA-35jh-r3h4-6jhm", modified="2030-01-01T00:00:00Z")]
+            )
+        assert await vulns.findings(lodash)
+        assert loaded() is None
+    finally:
+        gc.unfreeze()  # the rest of the test session is collected as usual
 
 
 async def test_a_stored_record_that_no_longer_parses_is_skipped_and_logged_without_its_text(

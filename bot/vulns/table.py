@@ -222,19 +222,22 @@ def _rule(
         spans += _range_spans(rng, lines[rng.scheme])
         fixes += [(lines[rng.scheme].cell(b), rng.scheme, text) for b, text in rng.fixes]
     fix_lines = {s for _, s, _ in fixes}
+    alone_on = next(iter(fix_lines), "") if len(fix_lines) <= 1 and not linked else None
     ascending = sorted(fixes, key=lambda f: f[0])
-    aliases = tuple(sorted(set(record.aliases) - {record.id}))
-    answers = tuple(
-        Vulnerability(record.id, aliases, fixed or None, entry.severity, record.summary)
-        for fixed in [*(t for _, _, t in ascending), None]
-    )
+    answers: tuple[Vulnerability, ...] = ()
+    if alone_on is not None:
+        aliases = tuple(sorted(set(record.aliases) - {record.id}))
+        answers = tuple(
+            Vulnerability(record.id, aliases, fixed or None, entry.severity, record.summary)
+            for fixed in [*(t for _, _, t in ascending), None]
+        )
     return _Rule(
         order,
         record,
         entry,
         tuple(spans),
         tuple(fixes),
-        alone_on=next(iter(fix_lines), "") if len(fix_lines) <= 1 and not linked else None,
+        alone_on=alone_on,
         only_entry=len(record.entries) == 1,
         fix_cells=tuple(c for c, _, _ in ascending),
         answers=answers,

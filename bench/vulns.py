@@ -68,7 +68,7 @@ from bot.vulns.match import (  # noqa: E402
 )
 from bot.vulns.models import Advisory, AdvisoryPackage  # noqa: E402
 from bot.vulns.osv import OsvRecord, normalize_name, parse_record  # noqa: E402
-from bot.vulns.service import Vulnerabilities  # noqa: E402
+from bot.vulns.service import FREEZE_AFTER, Vulnerabilities  # noqa: E402
 from bot.vulns.versions import base_ecosystem  # noqa: E402
 
 SEED = 20261202
@@ -658,7 +658,7 @@ async def lookups(
 ) -> dict[str, Any]:
     osv.parsed_version.cache_clear()
     db = Database(DatabaseSettings(url=url))
-    vulns = Vulnerabilities(db)
+    vulns = Vulnerabilities(db, freeze_after=FREEZE_AFTER)  # as `serve` runs it
     clock = time.perf_counter
     try:
         start = clock()
@@ -712,7 +712,7 @@ async def warm_findings(
     same names at other versions."""
     db = Database(DatabaseSettings(url=url))
     try:
-        vulns = Vulnerabilities(db)
+        vulns = Vulnerabilities(db, freeze_after=FREEZE_AFTER)
         await vulns.findings(packages)
         prof.enable()
         await vulns.findings(others)

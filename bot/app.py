@@ -39,7 +39,7 @@ from bot.scheduler import scheduler
 from bot.slack.groups import SlackGroups
 from bot.slack.notifier import Delivery, DryRunPoster, Poster, WebApiPoster
 from bot.store import inbox, outbox
-from bot.vulns.service import Vulnerabilities
+from bot.vulns.service import FREEZE_AFTER, Vulnerabilities
 from bot.web import json_errors
 from bot.worker import PermanentError, Workers
 
@@ -121,7 +121,13 @@ def build(
     )
     workers = Workers(
         db,
-        Pipeline(settings, registry_client, clock, announcer, Vulnerabilities(db)),
+        Pipeline(
+            settings,
+            registry_client,
+            clock,
+            announcer,
+            Vulnerabilities(db, freeze_after=FREEZE_AFTER),
+        ),
         settings.worker,
         metrics,
         clock,

@@ -21,8 +21,8 @@ from bot.vulns.table import NameTable
 
 log = logging.getLogger(__name__)
 
-#: Records compiled in one call past which the new tables are moved out of the cyclic garbage
-#: collector's reach (see `Vulnerabilities`).
+#: Records compiled in one call past which a long-running matcher moves the new tables out of
+#: the cyclic garbage collector's reach (see `Vulnerabilities`).
 FREEZE_AFTER = 1_000
 
 
@@ -47,12 +47,14 @@ class Vulnerabilities:
 
     A large inventory's tables are hundreds of thousands of objects the collector would walk
     in every full pass (0.4-0.6 s for the 43,000 advisories of bench/vulns.py's inventory, at
-    any point of any later request), so after a large load they are frozen (`gc.freeze`), and
-    unfrozen when they are dropped. They hold no reference cycles: dropping them frees them.
+    any point of any later request). A long-running process therefore passes `freeze_after`:
+    after a load of that many records the tables are frozen (`gc.freeze`, process-wide, so the
+    composition root decides), and unfrozen when they are dropped. They hold no reference
+    cycles: dropping them frees them. A one-shot command has no later requests to spare.
     """
 
     def __init__(
-        self, db: Database, max_names: int = 200_000, freeze_after: int = FREEZE_AFTER
+        self, db: Database, max_names: int = 200_000, freeze_after: int | None = None
     ) -> None:
         self._db = db
         self._max_names = max_names
@@ -107,7 +109,7 @@ class Vulnerabilities:
                 del self._tables[key]
         for key in keys:
             self._tables[key] = NameTable(found[key]) if key in found else None
-        if len(rows) >= self._freeze_after:
+        if self._freeze_after is not None and len(rows) >= self._freeze_after:
             gc.collect()  # what is garbage now would otherwise be frozen with the tables
             gc.freeze()
             self._frozen = True

@@ -675,7 +675,7 @@ async def lookups(
         other = await vulns.matches(others)
         t_other = clock() - start
         start = clock()
-        other_findings = [f for pkg, vs in other for f in to_findings(pkg, vs)]
+        other_findings = to_findings(other)
         t_other_findings = t_other + clock() - start
         start = clock()
         rows = await sql_only(db, packages)

@@ -444,8 +444,7 @@ def test_match_gives_one_finding_per_vulnerability_and_package() -> None:
 
 def test_a_match_becomes_a_finding_keyed_by_vulnerability_and_package_with_its_fix() -> None:
     index = compile_index([real("GHSA-35jh-r3h4-6jhm")])
-    [(lodash, found)] = matches([Package("npm", "lodash", "4.17.20")], index)
-    [f] = to_findings(lodash, found)
+    [f] = to_findings(matches([Package("npm", "lodash", "4.17.20")], index))
     assert f.check_id == "GHSA-35jh-r3h4-6jhm"
     assert f.package == "lodash 4.17.20"
     assert f.severity is Severity.HIGH
@@ -456,7 +455,6 @@ def test_a_match_becomes_a_finding_keyed_by_vulnerability_and_package_with_its_f
     assert f.key == "GHSA-35jh-r3h4-6jhm|lodash 4.17.20"
 
     index = compile_index([record(pkg(UNFIXED), details="x" * 400)])
-    [(demo, found)] = matches([Package("PyPI", "demo", "1.0")], index)
-    [g] = to_findings(demo, found)
+    [g] = to_findings(matches([Package("PyPI", "demo", "1.0")], index))
     assert g.fixed_version is None and g.remediation.startswith("No fix yet")
     assert len(g.title) <= 150 and g.title.endswith("…")

@@ -116,27 +116,28 @@ def _about(vuln_id: str, aliases: tuple[str, ...], summary: str) -> tuple[str, s
     return _truncate(text or vuln_id, TITLE_MAX), lines
 
 
-def to_findings(pkg: Package, found: Iterable[Vulnerability]) -> list[Finding]:
+def to_findings(matched: Iterable[Matched]) -> list[Finding]:
     """The findings the pipeline stores and posts: keyed by vulnerability id and "name version"."""
-    name = pkg.name
-    package = f"{name} {pkg.version}"
-    affected = f"{package} ({pkg.ecosystem}) is affected by"
     out = []
-    for v in found:
-        title, about = _about(v.id, v.aliases, v.summary)
-        if v.fixed_version:
-            remediation = f"Upgrade {name} to {v.fixed_version} or later."
-        else:
-            remediation = f"No fix yet for {name}; watch {v.id} for a fixed version."
-        out.append(
-            Finding(
-                check_id=v.id,
-                severity=v.severity,
-                title=title,
-                detail=f"{affected} {v.id}.{about}",
-                remediation=remediation,
-                package=package,
-                fixed_version=v.fixed_version,
+    for pkg, found in matched:
+        name = pkg.name
+        package = f"{name} {pkg.version}"
+        affected = f"{package} ({pkg.ecosystem}) is affected by"
+        for v in found:
+            title, about = _about(v.id, v.aliases, v.summary)
+            if v.fixed_version:
+                remediation = f"Upgrade {name} to {v.fixed_version} or later."
+            else:
+                remediation = f"No fix yet for {name}; watch {v.id} for a fixed version."
+            out.append(
+                Finding(
+                    check_id=v.id,
+                    severity=v.severity,
+                    title=title,
+                    detail=f"{affected} {v.id}.{about}",
+                    remediation=remediation,
+                    package=package,
+                    fixed_version=v.fixed_version,
+                )
             )
-        )
     return out

@@ -65,7 +65,7 @@ class Vulnerabilities:
 
     async def findings(self, packages: Sequence[Package]) -> list[Finding]:
         """One finding per (vulnerability, package), from the advisories known now."""
-        return [f for pkg, found in await self.matches(packages) for f in to_findings(pkg, found)]
+        return to_findings(await self.matches(packages))
 
     async def matches(self, packages: Sequence[Package]) -> list[Matched]:
         """Each vulnerable package with its vulnerabilities, from the advisories known now."""

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from bot.db import Database
 from bot.models import InboxEvent
 from tests.conftest import WEBHOOK_SECRET, make_settings
 
@@ -27,8 +28,8 @@ async def client(app_client, sqlite_url):  # type: ignore[no-untyped-def]
     return client
 
 
-async def _stored(client) -> int:  # type: ignore[no-untyped-def]
-    async with client.runtime.core.db.transaction() as s:
+async def _stored(db: Database) -> int:
+    async with db.transaction() as s:
         return int((await s.execute(select(func.count()).select_from(InboxEvent))).scalar_one())
 
 
@@ -36,7 +37,7 @@ async def test_push_is_stored_before_202(client) -> None:  # type: ignore[no-unt
     resp = await client.post("/hooks/registry/local", data=PUSH, headers=AUTH)
     assert resp.status == 202
     assert await resp.json() == {"accepted": 1, "duplicates": 0, "ignored": 0}
-    assert await _stored(client) == 1
+    assert await _stored(client.runtime.core.db) == 1
 
 
 async def test_redelivery_is_accepted_and_stored_once(client) -> None:  # type: ignore[no-untyped-def]
@@ -44,7 +45,7 @@ async def test_redelivery_is_accepted_and_stored_once(client) -> None:  # type: 
         resp = await client.post("/hooks/registry/local", data=PUSH, headers=AUTH)
         assert resp.status == 202
     assert (await resp.json())["duplicates"] == 1
-    assert await _stored(client) == 1
+    assert await _stored(client.runtime.core.db) == 1
 
 
 async def test_blob_events_are_accepted_but_not_stored(client) -> None:  # type: ignore[no-untyped-def]
@@ -54,7 +55,7 @@ async def test_blob_events_are_accepted_but_not_stored(client) -> None:  # type:
     resp = await client.post("/hooks/registry/local", data=body, headers=AUTH)
     assert resp.status == 202
     assert (await resp.json())["ignored"] == 1
-    assert await _stored(client) == 0
+    assert await _stored(client.runtime.core.db) == 0
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ async def test_bad_requests_get_a_json_error_and_store_nothing(  # type: ignore[
     assert resp.status == status
     assert resp.content_type == "application/json"
     assert error in (await resp.json())["error"]
-    assert await _stored(client) == 0
+    assert await _stored(client.runtime.core.db) == 0
 
 
 async def test_error_never_echoes_the_secret_or_body(client) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +148,7 @@ async def test_a_push_waits_for_another_writer_and_is_stored(client, sqlite_url)
         holder.close()
     resp = await request
     assert resp.status == 202 and (await resp.json())["accepted"] == 1
-    assert await _stored(client) == 1
+    assert await _stored(client.runtime.core.db) == 1
 
 
 async def test_a_writer_holding_on_past_the_intake_timeout_gets_a_503(
@@ -166,5 +167,4 @@ async def test_a_writer_holding_on_past_the_intake_timeout_gets_a_503(
         holder.close()
     resp = await client.post("/hooks/registry/local", data=PUSH, headers=AUTH)
     assert resp.status == 202
-    client.runtime = runtime
-    assert await _stored(client) == 1
+    assert await _stored(runtime.core.db) == 1

@@ -39,6 +39,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -56,8 +57,14 @@ DEFAULT_HEAD_SIZE = 4 * KiB
 """Bytes kept from the start of every executable file."""
 DEFAULT_MAX_HEADS = 8 * MiB
 """Executable-head bytes kept per layer."""
-DEFAULT_MAX_ENTRIES = 500_000
-"""Tar entries one layer may have."""
+DEFAULT_MAX_ENTRIES = 200_000
+"""Tar entries (and whiteouts) kept per layer; the rest are read past, not kept."""
+DEFAULT_MAX_PATH_BYTES = 16 * MiB
+"""Path and link-name bytes kept per layer; entries past it are read past, not kept."""
+PATH_MAX = 4096
+"""Longest path or link name kept, as Linux's PATH_MAX: longer ones cannot be opened anyway."""
+ENTRY_OVERHEAD = 240
+"""About what one kept `Entry` costs in memory beyond its strings (object, ints, slots)."""
 
 _BLOCK = 512
 _OUT_STEP = 256 * KiB  # most decompressed bytes produced by one decompression call
@@ -83,7 +90,7 @@ class EntryType(StrEnum):
     OTHER = "other"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One tar entry. `content` is set only for wanted files (what a `Capture`'s reducer or
     scanner made of them, for those), `head` for executables."""
@@ -129,6 +136,10 @@ class LayerRecord:
     skipped: tuple[str, ...] = ()
     """Wanted files whose content was not kept because of a cap."""
     compression: str = "none"
+    limits: tuple[str, ...] = ()
+    """Each cap this layer's reading hit, said for a person: what was not kept, and why."""
+    held: int = 0
+    """About how many bytes of memory the record holds (entries, paths, kept content)."""
 
 
 class Scanner(Protocol):
@@ -651,6 +662,8 @@ class _Tar:
         head_size: int,
         max_heads: int,
         max_entries: int,
+        max_path_bytes: int = DEFAULT_MAX_PATH_BYTES,
+        scope: str = "layer",
     ) -> None:
         self._want = want
         self._max_file = max_file
@@ -658,6 +671,10 @@ class _Tar:
         self._head_size = head_size
         self._max_heads = max_heads
         self._max_entries = max_entries
+        self._max_path_bytes = max_path_bytes
+        self._scope = scope
+        self.path_bytes = 0
+        self.dropped: dict[str, int] = {}  # cap -> entries not kept because of it
         self.entries: list[Entry] = []
         self.whiteouts: list[Whiteout] = []
         self.skipped: list[str] = []
@@ -772,6 +789,9 @@ class _Tar:
     def _entry(
         self, path: str, entry_type: EntryType, size: int, mode: int, link: str, kind: bytes
     ) -> None:
+        if self._over_cap(path, link):
+            self._start_member(size, ("skip", kind, None, False), keep=0)
+            return
         base = path.rpartition("/")[2]
         if not path or base.startswith(_WHITEOUT):
             if base == _OPAQUE:
@@ -780,8 +800,6 @@ class _Tar:
                 self.whiteouts.append(Whiteout(_join(_parent(path), base[len(_WHITEOUT) :])))
             self._start_member(size, ("skip", kind, None, False), keep=0)
             return
-        if len(self.entries) >= self._max_entries:
-            raise LayerError(f"layer has more than {self._max_entries} entries")
         if entry_type is EntryType.HARDLINK:
             link = normalise_path(link)
         entry = Entry(path, entry_type, size, mode, link)
@@ -805,6 +823,54 @@ class _Tar:
                 keep = head
                 self.head_bytes += head
         self._start_member(size, ("entry", kind, entry, whole), keep=keep)
+
+    def _over_cap(self, path: str, link: str) -> bool:
+        """Whether this entry is past a cap (and so read past, not kept); counts it if so."""
+        cost = len(path) + len(link)
+        if len(path) > PATH_MAX or len(link) > PATH_MAX:
+            cap = "name"
+        elif len(self.entries) + len(self.whiteouts) >= self._max_entries:
+            cap = "entries"
+        elif self.path_bytes + cost > self._max_path_bytes:
+            cap = "path-bytes"
+        else:
+            self.path_bytes += cost
+            return False
+        self.dropped[cap] = self.dropped.get(cap, 0) + 1
+        return True
+
+    def limits(self) -> tuple[str, ...]:
+        """The caps hit, for a person: which cap, its value, and what was not kept."""
+        out = []
+        for cap, count in self.dropped.items():
+            if cap == "name":
+                out.append(
+                    f"{count:,} entries with a path or link name over {PATH_MAX:,} bytes "
+                    "(PATH_MAX) were not read"
+                )
+            elif cap == "entries":
+                out.append(
+                    f"more than {self._max_entries:,} entries per {self._scope} "
+                    f"(max_entries_per_{self._scope}): {count:,} were not read"
+                )
+            else:
+                out.append(
+                    f"more than {self._max_path_bytes:,} bytes of paths per {self._scope} "
+                    f"(max_path_bytes_per_{self._scope}): {count:,} entries were not read"
+                )
+        if self.skipped:
+            shown = ", ".join(self.skipped[:3]) + (", …" if len(self.skipped) > 3 else "")
+            out.append(f"{len(self.skipped):,} files too large to read whole: {shown}")
+        return tuple(out)
+
+    def held(self) -> int:
+        """About what the kept entries cost in memory (see `ENTRY_OVERHEAD`)."""
+        return (
+            self.path_bytes
+            + self.captured
+            + self.head_bytes
+            + ENTRY_OVERHEAD * (len(self.entries) + len(self.whiteouts))
+        )
 
     def _capture_for(self, path: str, size: int) -> Capture | None:
         answer = self._want(path, size)
@@ -1084,14 +1150,20 @@ class LayerReader:
         head_size: int = DEFAULT_HEAD_SIZE,
         max_heads: int = DEFAULT_MAX_HEADS,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_path_bytes: int = DEFAULT_MAX_PATH_BYTES,
+        scope: str = "layer",
     ) -> None:
+        """`max_entries` and `max_path_bytes` bound what is kept; `scope` names what they are
+        per ("layer", or "image" when a caller passes what an image has left) in `limits`."""
         if media_type is not None:
             if not is_layer_media_type(media_type):
                 raise LayerError(f"not a layer media type: {media_type!r}")
             if "zstd" in media_type and _zstd_module() is None:
                 raise LayerError(_NO_ZSTD)
         self._max_size = max_size
-        self._tar = _Tar(want, max_file, max_total, head_size, max_heads, max_entries)
+        self._tar = _Tar(
+            want, max_file, max_total, head_size, max_heads, max_entries, max_path_bytes, scope
+        )
         self._size = 0
         self._sniff = bytearray()
         self._codec: _Gunzip | _Unzstd | None = None
@@ -1143,6 +1215,8 @@ class LayerReader:
             head_bytes=t.head_bytes,
             skipped=tuple(t.skipped),
             compression=self._compression,
+            limits=t.limits(),
+            held=t.held(),
         )
         self._failed = LayerError("LayerReader already closed")
 
@@ -1221,54 +1295,88 @@ class Version:
         return self.removed is None
 
 
-@dataclass(frozen=True)
 class Filesystem:
-    """The image as its layers stack up. Layer indexes are 0-based, bottom first."""
+    """The image as its layers stack up. Layer indexes are 0-based, bottom first.
 
-    present: dict[str, Entry]
-    ever: dict[str, list[tuple[int, Entry]]]
-    layer_count: int = 0
-    removals: dict[tuple[str, int], Removal] = field(default_factory=dict, repr=False)
-    """(path, position in `ever[path]`) -> how that version left the final view."""
+    Only the final view (`present`) and the few versions that left it (`removals`) are held
+    beside the layer records themselves: every version of every path is read back from the
+    records, so a layer of many small files costs its entries once, not once per index.
+    """
+
+    def __init__(
+        self,
+        present: dict[str, Entry],
+        layers: Sequence[LayerRecord] = (),
+        removals: dict[tuple[int, int], Removal] | None = None,
+    ) -> None:
+        self.present = present
+        self.layers = tuple(layers)
+        self.removals = removals or {}
+        """(layer, position in that layer's entries) -> how that version left the final view."""
+
+    @property
+    def layer_count(self) -> int:
+        return len(self.layers)
+
+    @property
+    def limits(self) -> tuple[str, ...]:
+        """Every cap the layers' reading hit (see `LayerRecord.limits`), each said once."""
+        return tuple(dict.fromkeys(limit for layer in self.layers for limit in layer.limits))
+
+    def versions(self) -> Iterator[Version]:
+        """Every version of every path that was ever in the image, bottom layer first."""
+        for index, layer in enumerate(self.layers):
+            for position, entry in enumerate(layer.entries):
+                yield Version(entry.path, index, entry, self.removals.get((index, position)))
+
+    @cached_property
+    def ever(self) -> dict[str, list[tuple[int, Entry]]]:
+        """Path -> every (layer, entry) it had, bottom first; built on first use."""
+        out: dict[str, list[tuple[int, Entry]]] = {}
+        for version in self.versions():
+            out.setdefault(version.path, []).append((version.layer, version.entry))
+        return out
 
     def history(self, path: str) -> list[Version]:
         """Every version of `path`, bottom layer first, with what became of it."""
         path = normalise_path(path)
-        return [
-            Version(path, layer, entry, self.removals.get((path, i)))
-            for i, (layer, entry) in enumerate(self.ever.get(path, []))
-        ]
-
-    def versions(self) -> Iterator[Version]:
-        """Every version of every path that was ever in the image."""
-        for path in self.ever:
-            yield from self.history(path)
+        return [v for v in self.versions() if v.path == path]
 
     def resolve(self, path: str) -> str:
-        """`path` with symlinks in the final view followed (within the image root)."""
+        """`path` with symlinks in the final view followed (within the image root).
+
+        As the kernel does: at most 40 links followed, and a path that grows past `PATH_MAX`
+        is refused (`LayerError`). The path walked so far is kept with the length of each of
+        its prefixes, so each step costs at most `PATH_MAX` and a lookup at most
+        `(links + 1) * PATH_MAX` steps, whatever the link targets hold.
+        """
         todo = list(reversed(path.split("/")))
-        done: list[str] = []
+        here, ends = "", [0]  # ends[i]: len(here) after the first i parts
         hops = 0
         while todo:
             part = todo.pop()
             if part in ("", "."):
                 continue
             if part == "..":
-                if done:
-                    done.pop()
+                if len(ends) > 1:
+                    ends.pop()
+                    here = here[: ends[-1]]
                 continue
-            here = "/".join([*done, part])
-            entry = self.present.get(here)
+            candidate = f"{here}/{part}" if here else part
+            if len(candidate) > PATH_MAX:
+                raise LayerError(f"path longer than {PATH_MAX} bytes resolving {path[:64]!r}")
+            entry = self.present.get(candidate)
             if entry is not None and entry.type is EntryType.SYMLINK:
                 hops += 1
                 if hops > _MAX_SYMLINK_HOPS:
-                    raise LayerError(f"too many levels of symbolic links at {path!r}")
+                    raise LayerError(f"too many levels of symbolic links at {path[:64]!r}")
                 if entry.linkname.startswith("/"):
-                    done = []
+                    here, ends = "", [0]
                 todo.extend(reversed(entry.linkname.split("/")))
                 continue
-            done.append(part)
-        return "/".join(done)
+            here = candidate
+            ends.append(len(here))
+        return here
 
     def lookup(self, path: str) -> Entry | None:
         """The final-view entry at `path`, through symlinks and hardlinks."""
@@ -1290,42 +1398,48 @@ class Filesystem:
 
 def merge(layers: Sequence[LayerRecord]) -> Filesystem:
     """Stack layers bottom first. A layer's whiteouts act on the layers below it only."""
-    present: dict[str, tuple[Entry, int]] = {}  # path -> (entry, position in ever[path])
-    children: dict[str, set[str]] = {}
-    ever: dict[str, list[tuple[int, Entry]]] = {}
-    removals: dict[tuple[str, int], Removal] = {}
+    present: dict[str, tuple[Entry, int, int]] = {}  # path -> (entry, layer, position)
+    children: dict[str, set[str]] | None = None  # built on the first removal: most need none
+    removals: dict[tuple[int, int], Removal] = {}
+
+    def tree() -> dict[str, set[str]]:
+        nonlocal children
+        if children is None:
+            children = {}
+            for p in present:
+                children.setdefault(_parent(p), set()).add(p)
+        return children
 
     def remove(path: str, removal: Removal, keep_self: bool = False) -> None:
         """Take `path` (unless keep_self) and everything under it out of the final view."""
         below = Removal(removal.layer, "deleted")
+        kids = tree()
         stack = [path]
         while stack:
             p = stack.pop()
             if not (keep_self and p == path):
                 held = present.pop(p, None)
                 if held is not None:
-                    removals[(p, held[1])] = removal if p == path else below
+                    removals[(held[1], held[2])] = removal if p == path else below
                     if p:
-                        children.get(_parent(p), set()).discard(p)
-            stack.extend(children.pop(p, ()))
+                        kids.get(_parent(p), set()).discard(p)
+            stack.extend(kids.pop(p, ()))
 
     for index, layer in enumerate(layers):
         for whiteout in layer.whiteouts:
             remove(whiteout.path, Removal(index, "deleted"), keep_self=whiteout.opaque)
-        for entry in layer.entries:
+        for position, entry in enumerate(layer.entries):
             held = present.get(entry.path)
             if held is not None:
                 both_dirs = held[0].type is EntryType.DIR and entry.type is EntryType.DIR
                 if not both_dirs:
                     remove(entry.path, Removal(index, "replaced"))
-            versions = ever.setdefault(entry.path, [])
-            versions.append((index, entry))
-            present[entry.path] = (entry, len(versions) - 1)
-            children.setdefault(_parent(entry.path), set()).add(entry.path)
+            present[entry.path] = (entry, index, position)
+            if children is not None:
+                children.setdefault(_parent(entry.path), set()).add(entry.path)
     return Filesystem(
         present={path: held[0] for path, held in present.items()},
-        ever=ever,
-        layer_count=len(layers),
+        layers=layers,
         removals=removals,
     )
 

@@ -326,10 +326,47 @@ def test_size_cap() -> None:
         reader.close()
 
 
-def test_entry_cap() -> None:
-    data = build_layer_tar({f"f{i}": b"" for i in range(20)})
-    with pytest.raises(LayerError, match="more than 10 entries"):
-        feed_in(data, [4096], max_entries=10)
+def test_entries_past_the_cap_are_read_past_and_the_cap_is_named() -> None:
+    data = build_layer_tar({f"f{i:02}": b"" for i in range(20)})
+    record = feed_in(data, [4096], max_entries=10)
+    assert [e.path for e in record.entries] == [f"f{i:02}" for i in range(10)]
+    assert record.limits == (
+        "more than 10 entries per layer (max_entries_per_layer): 10 were not read",
+    )
+
+
+def test_a_wanted_file_after_the_entry_cap_is_not_kept_but_the_cap_is_said() -> None:
+    files = {f"a/f{i:02}": b"" for i in range(20)} | {"etc/os-release": OS_RELEASE}
+    record = feed_in(build_layer_tar(files), [4096], max_entries=5)
+    assert "etc/os-release" not in {e.path for e in record.entries}
+    assert record.limits and "max_entries_per_layer" in record.limits[0]
+
+
+def test_names_longer_than_path_max_are_not_kept() -> None:
+    long_name = "d/" * 2100 + "x"
+    data = tar(
+        [
+            M(long_name, b"data"),
+            M("etc", type=tarfile.SYMTYPE, link="a/" * 2100),
+            M("ok", b"kept"),
+        ]
+    )
+    record = read_layer(data)
+    assert [e.path for e in record.entries] == ["ok"]
+    assert record.limits == (
+        "2 entries with a path or link name over 4,096 bytes (PATH_MAX) were not read",
+    )
+
+
+def test_path_bytes_cap_bounds_what_a_layer_keeps() -> None:
+    data = build_layer_tar({f"dir/{'n' * 90}{i:03}": b"" for i in range(100)})
+    record = feed_in(data, [4096], max_path_bytes=2000)
+    assert sum(len(e.path) for e in record.entries) <= 2000
+    assert "max_path_bytes_per_layer" in record.limits[0]
+
+
+def test_a_layer_without_caps_hit_says_no_limit() -> None:
+    assert read_layer(build_layer_tar({"etc/os-release": OS_RELEASE})).limits == ()
 
 
 def test_record_only_after_close() -> None:
@@ -508,6 +545,29 @@ def test_read_follows_symlinks_and_hardlinks() -> None:
     assert fs.read("loop") is None
     assert fs.read("missing") is None
     assert fs.resolve("etc/../lib/os-release") == "usr/lib/os-release"
+
+
+def _symlink_fs(links: dict[str, str]) -> layers.Filesystem:
+    members = [M(path, type=tarfile.SYMTYPE, link=link) for path, link in links.items()]
+    return merge([read_layer(tar([M("a", type=tarfile.DIRTYPE), *members]))])
+
+
+def test_a_link_chain_walking_back_and_forth_is_bounded_by_the_hop_limit() -> None:
+    """Each link adds 1,600 `a/..` parts: resolved, the path stays short, so only the count
+    of links followed stops it (as the kernel's 40)."""
+    back_and_forth = "/".join(["a", ".."] * 800)
+    links = {f"l{i}": f"{back_and_forth}/l{i + 1}" for i in range(45)}
+    fs = _symlink_fs(links)
+    with pytest.raises(LayerError, match="too many levels"):
+        fs.resolve("l0/etc/os-release")
+    assert fs.read("l0/etc/os-release") is None
+
+
+def test_a_path_growing_past_path_max_is_refused() -> None:
+    fs = _symlink_fs({"etc": "b/" * 2040})
+    assert len(fs.resolve("etc/os-release")) == 4080 + len("os-release")
+    with pytest.raises(LayerError, match="longer than 4096"):
+        fs.resolve("etc/" + "x" * 100)
 
 
 # --- os-release --------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 Exactly-once: an event's effects and its `done` mark are one transaction, guarded by the lease
 token, so a crash before commit means the event runs again and a crash after means it never does.
+"Runs again" is bounded: the attempt is counted when the event is claimed, so an event that
+kills the process every time it is processed is parked after `max_attempts` of them (see
+`inbox.claim_or_park`) instead of crash-looping the bot.
 
 On SQLite a worker claims and commits several events at a time. SQLite has a single writer, so
 each transaction costs a turn at the database's one write lock (and, when another connection
@@ -102,9 +105,26 @@ class Workers:
         """Claim and process what is due, up to one batch; False when nothing was."""
         lease = timedelta(seconds=self._settings.lease_seconds)
         async with self._db.transaction() as session:
-            claimed = await inbox.claim(session, self._clock.now(), lease, limit=self._batch)
+            claims = await inbox.claim_or_park(
+                session,
+                self._clock.now(),
+                lease,
+                limit=self._batch,
+                max_attempts=self._settings.max_attempts,
+            )
+        for parked in claims.parked:
+            self._metrics.events_failed.labels(parked.source).inc()
+            log.error(
+                "inbox event %d (%s from %s) parked as failed after %d attempts: %s",
+                parked.id,
+                parked.event_type,
+                parked.source,
+                parked.attempts,
+                parked.error,
+            )
+        claimed = claims.claimed
         if not claimed:
-            return False
+            return bool(claims.parked)
         started = time.perf_counter()
         if len(claimed) == 1:
             await self._process(claimed[0], started)

@@ -14,6 +14,7 @@ from bot.store import images, inbox, outbox
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 DIGEST = "sha256:" + "ab" * 32
+MAX = 5  # [worker] max_attempts
 
 
 def _events(*keys: str) -> list[inbox.NewEvent]:
@@ -40,8 +41,10 @@ async def test_the_intakes_own_write_commits_dedups_and_stores_what_a_session_re
     second = await inbox.add_committed(db.engine, _events("b", "c"), NOW)
     async with db.transaction() as s:
         # Stamped as the ORM stamps: due at NOW exactly, not a microsecond before.
-        early = await inbox.claim(s, NOW - timedelta(microseconds=1), LEASE, limit=10)
-        claimed = await inbox.claim(s, NOW, LEASE, limit=10)
+        early = await inbox.claim(
+            s, NOW - timedelta(microseconds=1), LEASE, limit=10, max_attempts=MAX
+        )
+        claimed = await inbox.claim(s, NOW, LEASE, limit=10, max_attempts=MAX)
         counts = await inbox.counts(s)
     assert first == {("local", "a"), ("local", "b")}
     assert second == {("local", "c")}
@@ -54,9 +57,9 @@ async def test_claims_oldest_first_and_never_twice(db: Database) -> None:
     async with db.transaction() as s:
         await inbox.add(s, _events("a", "b", "c"), NOW)
     async with db.transaction() as s:
-        one = await inbox.claim(s, NOW, LEASE, limit=2)
+        one = await inbox.claim(s, NOW, LEASE, limit=2, max_attempts=MAX)
     async with db.transaction() as s:
-        two = await inbox.claim(s, NOW, LEASE, limit=2)
+        two = await inbox.claim(s, NOW, LEASE, limit=2, max_attempts=MAX)
     assert [c.payload for c in one] == ['{"k": "a"}', '{"k": "b"}']
     assert [c.payload for c in two] == ['{"k": "c"}']
     assert all(c.attempts == 1 for c in one + two)
@@ -70,7 +73,7 @@ async def test_concurrent_claimers_split_the_work(db: Database) -> None:
         got = []
         while True:
             async with db.transaction() as s:
-                claimed = await inbox.claim(s, NOW, LEASE, limit=3)
+                claimed = await inbox.claim(s, NOW, LEASE, limit=3, max_attempts=MAX)
             if not claimed:
                 return got
             got += [c.id for c in claimed]
@@ -84,11 +87,11 @@ async def test_expired_lease_is_taken_over_and_the_old_worker_cannot_finish(db: 
     async with db.transaction() as s:
         await inbox.add(s, _events("a"), NOW)
     async with db.transaction() as s:
-        [old] = await inbox.claim(s, NOW, LEASE)
+        [old] = await inbox.claim(s, NOW, LEASE, max_attempts=MAX)
     async with db.transaction() as s:
-        assert await inbox.claim(s, NOW + LEASE / 2, LEASE) == []
+        assert await inbox.claim(s, NOW + LEASE / 2, LEASE, max_attempts=MAX) == []
     async with db.transaction() as s:
-        [new] = await inbox.claim(s, NOW + LEASE * 2, LEASE)
+        [new] = await inbox.claim(s, NOW + LEASE * 2, LEASE, max_attempts=MAX)
     assert new.id == old.id and new.attempts == 2
     with pytest.raises(inbox.LeaseLost):
         async with db.transaction() as s:
@@ -101,11 +104,11 @@ async def test_expired_lease_is_taken_over_and_the_old_worker_cannot_finish(db: 
 async def test_retry_waits_for_its_time_and_park_keeps_the_error(db: Database) -> None:
     async with db.transaction() as s:
         await inbox.add(s, _events("a"), NOW)
-        [c] = await inbox.claim(s, NOW, LEASE)
+        [c] = await inbox.claim(s, NOW, LEASE, max_attempts=MAX)
         await inbox.retry_later(s, c, "RegistryError: timeout", NOW + timedelta(seconds=10))
     async with db.transaction() as s:
-        assert await inbox.claim(s, NOW + timedelta(seconds=5), LEASE) == []
-        [c] = await inbox.claim(s, NOW + timedelta(seconds=11), LEASE)
+        assert await inbox.claim(s, NOW + timedelta(seconds=5), LEASE, max_attempts=MAX) == []
+        [c] = await inbox.claim(s, NOW + timedelta(seconds=11), LEASE, max_attempts=MAX)
         await inbox.park(s, c, "PermanentError: manifest unknown", NOW)
     async with db.transaction() as s:
         [row] = await inbox.failed(s)
@@ -117,10 +120,94 @@ async def test_retry_waits_for_its_time_and_park_keeps_the_error(db: Database) -
 async def test_crash_recovery_releases_every_claim(db: Database) -> None:
     async with db.transaction() as s:
         await inbox.add(s, _events("a", "b"), NOW)
-        await inbox.claim(s, NOW, timedelta(hours=1), limit=2)
+        await inbox.claim(s, NOW, timedelta(hours=1), limit=2, max_attempts=MAX)
     async with db.transaction() as s:
         assert await inbox.release_all_leases(s) == 2
-        assert len(await inbox.claim(s, NOW, LEASE, limit=5)) == 2
+        # Both due again at once; each claimed alone, as any event tried before.
+        assert len(await inbox.claim(s, NOW, LEASE, limit=5, max_attempts=MAX)) == 1
+        assert len(await inbox.claim(s, NOW, LEASE, limit=5, max_attempts=MAX)) == 1
+
+
+async def test_an_event_that_kills_the_process_is_parked_once_its_attempts_are_spent(
+    db: Database,
+) -> None:
+    async with db.transaction() as s:
+        await inbox.add(s, _events("poison"), NOW)
+    for attempt in (1, 2, 3):
+        async with db.transaction() as s:
+            [c] = await inbox.claim(s, NOW, LEASE, max_attempts=3)
+        assert c.attempts == attempt  # counted, and committed, before any work is done
+        async with db.transaction() as s:  # the process died; the next one starts up
+            assert await inbox.release_all_leases(s) == 1
+    async with db.transaction() as s:
+        claims = await inbox.claim_or_park(s, NOW, LEASE, limit=5, max_attempts=3)
+    assert claims.claimed == []
+    assert [(p.attempts, p.error) for p in claims.parked] == [(3, inbox.PROCESS_DIED)]
+    async with db.transaction() as s:
+        assert await inbox.claim(s, NOW + LEASE * 10, LEASE, max_attempts=3) == []
+        [row] = await inbox.failed(s)
+    assert (row.status, row.attempts, row.last_error) == ("failed", 3, inbox.PROCESS_DIED)
+    assert "process died" in inbox.PROCESS_DIED
+
+
+async def test_a_claim_whose_lease_ran_out_on_its_last_attempt_is_parked(db: Database) -> None:
+    async with db.transaction() as s:
+        await inbox.add(s, _events("a"), NOW)
+        [c] = await inbox.claim(s, NOW, LEASE, max_attempts=1)
+    async with db.transaction() as s:
+        assert await inbox.claim(s, NOW + LEASE / 2, LEASE, max_attempts=1) == []
+        assert await inbox.counts(s) == {"processing": 1}  # still its worker's
+        claims = await inbox.claim_or_park(s, NOW + LEASE * 2, LEASE, max_attempts=1)
+    assert claims.claimed == []
+    assert [(p.id, p.error) for p in claims.parked] == [(c.id, inbox.LEASE_RAN_OUT)]
+    with pytest.raises(inbox.LeaseLost):  # the stalled worker's late result is dropped
+        async with db.transaction() as s:
+            await inbox.finish(s, c, NOW)
+
+
+async def test_a_failure_the_worker_sees_does_not_count_the_attempt_twice(db: Database) -> None:
+    async with db.transaction() as s:
+        await inbox.add(s, _events("a"), NOW)
+    for attempt in (1, 2):
+        async with db.transaction() as s:
+            [c] = await inbox.claim(s, NOW, LEASE, max_attempts=3)
+            assert c.attempts == attempt
+            await inbox.retry_later(s, c, "RegistryError: timeout", NOW)
+    async with db.transaction() as s:
+        [c] = await inbox.claim(s, NOW, LEASE, max_attempts=3)  # the third of three
+    assert c.attempts == 3
+
+
+async def test_an_event_tried_before_is_claimed_alone_never_in_a_batch(db: Database) -> None:
+    """Should it be what kills the process, it must not spend other events' attempts."""
+    async with db.transaction() as s:
+        await inbox.add(s, _events("a", "b", "c", "d"), NOW)
+    async with db.transaction() as s:
+        [a, b, _, _] = await inbox.claim(s, NOW, LEASE, limit=4, max_attempts=MAX)
+        await inbox.finish(s, a, NOW)
+        await inbox.retry_later(s, b, "died", NOW)  # b alone is due again, as are c and d
+        await inbox.release_all_leases(s)
+    batches = []
+    for _ in range(3):
+        async with db.transaction() as s:
+            batches.append(
+                [c.payload for c in await inbox.claim(s, NOW, LEASE, limit=4, max_attempts=MAX)]
+            )
+    assert batches == [['{"k": "b"}'], ['{"k": "c"}'], ['{"k": "d"}']]
+
+
+async def test_a_batch_is_the_fresh_events_before_the_oldest_retried_one(db: Database) -> None:
+    async with db.transaction() as s:
+        await inbox.add(s, _events("a"), NOW)
+        [a] = await inbox.claim(s, NOW, LEASE, max_attempts=MAX)
+        await inbox.retry_later(s, a, "RegistryError: timeout", NOW + timedelta(seconds=1))
+        await inbox.add(s, _events("b", "c"), NOW)
+    async with db.transaction() as s:
+        fresh = await inbox.claim(s, NOW, LEASE, limit=4, max_attempts=MAX)
+    async with db.transaction() as s:
+        retried = await inbox.claim(s, NOW + timedelta(seconds=1), LEASE, limit=4, max_attempts=MAX)
+    assert [c.payload for c in fresh] == ['{"k": "b"}', '{"k": "c"}']
+    assert [(c.payload, c.attempts) for c in retried] == [('{"k": "a"}', 2)]
 
 
 async def test_image_push_is_upserted_and_findings_kept_once(db: Database) -> None:
@@ -174,7 +261,7 @@ async def test_outbox_key_is_owed_once_and_taken_by_one_sender(db: Database) -> 
 async def test_times_come_back_timezone_aware(db: Database) -> None:
     async with db.transaction() as s:
         await inbox.add(s, _events("a"), NOW)
-        [c] = await inbox.claim(s, NOW, LEASE)
+        [c] = await inbox.claim(s, NOW, LEASE, max_attempts=MAX)
         await inbox.park(s, c, "x", NOW)
     async with db.transaction() as s:
         [row] = await inbox.failed(s)

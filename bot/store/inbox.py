@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -137,27 +137,84 @@ async def _sqlite_insert(driver: Any, sql: str, params: Any, patience: float) ->
         await asyncio.sleep(LOCKED_RETRY)
 
 
+#: Why an event whose attempts are spent was parked when it came due again: its last attempt
+#: never finished. A restart found it claimed (the process died: killed, crashed or out of
+#: memory, perhaps because of this very event), or another replica found its lease run out.
+PROCESS_DIED = "the process died while processing it (killed, crashed or out of memory)"
+LEASE_RAN_OUT = "its worker died or stalled while processing it (the lease ran out)"
+#: Events parked at a time by one claim, should many be spent at once (max_attempts lowered).
+PARK_AT_ONCE = 100
+
+
+@dataclass(frozen=True)
+class Parked:
+    """An event parked by a claim because it had used all its attempts."""
+
+    id: int
+    source: str
+    event_type: str
+    attempts: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Claims:
+    claimed: list[Claimed]
+    parked: list[Parked]
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    """Pending and due, or claimed by a worker whose lease ran out."""
+    return or_(
+        (InboxEvent.status == PENDING) & (InboxEvent.available_at <= now),
+        (InboxEvent.status == PROCESSING) & (InboxEvent.lease_until < now),
+    )
+
+
 async def claim(
-    session: AsyncSession, now: datetime, lease: timedelta, limit: int = 1
+    session: AsyncSession, now: datetime, lease: timedelta, limit: int = 1, *, max_attempts: int
 ) -> list[Claimed]:
-    """Take up to `limit` due events (or ones whose lease ran out), oldest first."""
+    """`claim_or_park`'s claimed events: what the worker is to process now."""
+    return (await claim_or_park(session, now, lease, limit, max_attempts=max_attempts)).claimed
+
+
+async def claim_or_park(
+    session: AsyncSession, now: datetime, lease: timedelta, limit: int = 1, *, max_attempts: int
+) -> Claims:
+    """Take up to `limit` due events (or ones whose lease ran out), oldest first, counting the
+    attempt now; park the due events that have already used `max_attempts`.
+
+    The attempt is counted in the claim's own transaction, before any work, because an event
+    can kill the process working on it (a decompression bomb, an out-of-memory kill): counted
+    only when the work failed, such an event would be claimed again after every restart and
+    crash-loop the bot. Counted here, it is parked after `max_attempts` deaths; a failure
+    that the worker sees does not count again (`retry_later` and `park` keep `attempts`).
+
+    An event that has been tried before is claimed alone, never in a batch: if it is what
+    kills the process, the events batched with it would spend their attempts too, and be
+    parked with it. A batch is the fresh events before the oldest retried one.
+    """
+    parked = await _park_spent(session, now, max_attempts)
     token = secrets.token_hex(8)
     due = (
-        select(InboxEvent.id)
-        .where(
-            or_(
-                (InboxEvent.status == PENDING) & (InboxEvent.available_at <= now),
-                (InboxEvent.status == PROCESSING) & (InboxEvent.lease_until < now),
-            )
-        )
+        select(InboxEvent.id, InboxEvent.attempts)
+        .where(_due(now), InboxEvent.attempts < max_attempts)
         .order_by(InboxEvent.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("due")
+    )
+    oldest = select(func.min(due.c.id)).scalar_subquery()
+    oldest_retried = select(func.min(due.c.id)).where(due.c.attempts > 0).scalar_subquery()
+    take = select(due.c.id).where(
+        or_(
+            due.c.id == oldest,
+            (due.c.attempts == 0) & or_(oldest_retried.is_(None), due.c.id < oldest_retried),
+        )
     )
     stmt = (
         update(InboxEvent)
-        .where(InboxEvent.id.in_(due))
+        .where(InboxEvent.id.in_(take))
         .values(
             status=PROCESSING,
             lease_token=token,
@@ -174,9 +231,51 @@ async def claim(
         .execution_options(synchronize_session=False)
     )
     rows = (await session.execute(stmt)).all()
-    return sorted(
+    claimed = sorted(
         (Claimed(r.id, r.source, r.event_type, r.payload, r.attempts, token) for r in rows),
         key=lambda c: c.id,
+    )
+    return Claims(claimed, parked)
+
+
+async def _park_spent(session: AsyncSession, now: datetime, max_attempts: int) -> list[Parked]:
+    """Park due events whose attempts are spent: their last attempt never came back.
+
+    A claimed one's lease ran out; a pending one was released by a restart, which left
+    PROCESS_DIED as its error (or failed normally before `max_attempts` was lowered, and keeps
+    that error).
+    """
+    spent = (
+        select(InboxEvent.id)
+        .where(_due(now), InboxEvent.attempts >= max_attempts)
+        .order_by(InboxEvent.id)
+        .limit(PARK_AT_ONCE)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    error = case(
+        (InboxEvent.status == PROCESSING, LEASE_RAN_OUT),
+        else_=func.coalesce(InboxEvent.last_error, PROCESS_DIED),
+    )
+    stmt = (
+        update(InboxEvent)
+        .where(InboxEvent.id.in_(spent))
+        .values(
+            status=FAILED, processed_at=now, lease_token=None, lease_until=None, last_error=error
+        )
+        .returning(
+            InboxEvent.id,
+            InboxEvent.source,
+            InboxEvent.event_type,
+            InboxEvent.attempts,
+            InboxEvent.last_error,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    rows = (await session.execute(stmt)).all()
+    return sorted(
+        (Parked(r.id, r.source, r.event_type, r.attempts, r.last_error or "") for r in rows),
+        key=lambda p: p.id,
     )
 
 
@@ -233,11 +332,15 @@ async def park(session: AsyncSession, claimed: Claimed, error: str, now: datetim
 
 
 async def release_all_leases(session: AsyncSession) -> int:
-    """Single-instance start-up: whatever a dead process had claimed is due again now."""
+    """Single-instance start-up: whatever a dead process had claimed is due again now.
+
+    Its error says why the attempt it spent came to nothing, for `crowsnest events --failed`
+    should that attempt have been its last (see `claim_or_park`).
+    """
     result = await session.execute(
         update(InboxEvent)
         .where(InboxEvent.status == PROCESSING)
-        .values(status=PENDING, lease_token=None, lease_until=None)
+        .values(status=PENDING, lease_token=None, lease_until=None, last_error=PROCESS_DIED)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.admission import AdmissionControl
 from bot.announce import Announcer
-from bot.authz import Approvers, NoGroups
+from bot.authz import NoDirectory, Permissions
 from bot.clock import Clock, SystemClock
 from bot.config import Settings, SlackMode
 from bot.db import Database, head_revision, migrate_async
@@ -36,7 +36,7 @@ from bot.ports import Edge
 from bot.queries import Queries
 from bot.registry_client import RegistryClient
 from bot.scheduler import scheduler
-from bot.slack.groups import SlackGroups
+from bot.slack.groups import SlackDirectory
 from bot.slack.notifier import Delivery, DryRunPoster, Poster, WebApiPoster
 from bot.store import inbox, outbox
 from bot.vulns.service import FREEZE_AFTER, Vulnerabilities
@@ -61,7 +61,7 @@ class Core:
     head_revision: str | None
     announcer: Announcer
     decisions: Decisions
-    approvers: Approvers
+    permissions: Permissions
     patch_hooks: PatchHooks
     queries: Queries
     admission: AdmissionControl
@@ -100,7 +100,9 @@ def build(
     )
     outbox_wake = asyncio.Event()
     announcer = Announcer(settings)
-    approvers = Approvers(settings, SlackGroups(slack_client) if slack_client else NoGroups())
+    permissions = Permissions(
+        settings, SlackDirectory(slack_client) if slack_client else NoDirectory()
+    )
     patch_hooks = PatchHooks(settings.patch_hooks)
     core = Core(
         settings=settings,
@@ -113,8 +115,8 @@ def build(
         bolt=bolt,
         head_revision=head_revision(),
         announcer=announcer,
-        decisions=Decisions(settings, db, announcer, approvers, patch_hooks, clock, outbox_wake),
-        approvers=approvers,
+        decisions=Decisions(settings, db, announcer, permissions, patch_hooks, clock, outbox_wake),
+        permissions=permissions,
         patch_hooks=patch_hooks,
         queries=Queries(db),
         admission=AdmissionControl(settings, db),

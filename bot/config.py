@@ -146,6 +146,9 @@ class Registry(Section):
     username: str | None = None
     password: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    #: Serve /hooks/registry/<name> without a webhook_secret, accepting anyone's events. Only for
+    #: a registry that cannot send a secret, on a network nobody else reaches.
+    allow_unauthenticated: bool = False
     #: Other hosts this registry may send the bot to: its token service (auth.docker.io) or
     #: blob storage it redirects to. Every other host is refused, whatever a payload says.
     trusted_hosts: tuple[str, ...] = ()
@@ -195,7 +198,12 @@ class Team(Section):
     critical_channel: str | None = None
     repositories: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = ()
+    #: Who may Approve, and Ignore team-wide or until a fix exists (user or user-group ids).
     approvers: tuple[str, ...] = ()
+    #: Who may Patch and Ignore (narrowly) this team's findings (user or user-group ids); when
+    #: empty, the members of `channel` as Slack reports them.
+    members: tuple[str, ...] = ()
+    #: The on-call user group: mentioned when an alert waits, and may Acknowledge it.
     oncall: str | None = Field(None, pattern=r"^S[A-Z0-9]+$")
     timezone: str = "UTC"
     #: Days to fix, by severity, overriding [digest] sla_days for this team.
@@ -222,7 +230,7 @@ class Team(Section):
             raise ValueError(f"unknown IANA time zone {tz!r}") from None
         return tz
 
-    @field_validator("approvers")
+    @field_validator("approvers", "members")
     @classmethod
     def _slack_ids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
         bad = [i for i in ids if i[:1] not in ("U", "W", "S")]
@@ -297,8 +305,12 @@ class PatchHook(Section):
 
 
 class Falco(Section):
-    #: When set, /hooks/falco requires `Authorization: Bearer <token>`.
+    #: /hooks/falco requires `Authorization: Bearer <token>`. Without one (and without
+    #: `allow_unauthenticated`) `check-config` fails, `serve` refuses to start, and the endpoint
+    #: refuses every request: an open Falco endpoint lets anyone page on-call.
     token: SecretStr | None = None
+    #: Serve /hooks/falco with no token, accepting anyone's alerts (a warning at every start).
+    allow_unauthenticated: bool = False
     #: The same rule in this many distinct pods within `window_minutes` is one correlated
     #: alert ("in 14 pods across 5 services"), followed in one message instead of many.
     correlate_pods: int = Field(5, ge=2)
@@ -322,11 +334,28 @@ class Admission(Section):
     tls_key: Path | None = None
     #: The name findings and approvals use for the cluster this webhook serves.
     cluster: str = "default"
+    #: /hooks/k8s/admission requires `Authorization: Bearer <token>`: the API server sends it
+    #: from the `users[].user.token` of its admission-control kubeconfig (see the README).
+    token: SecretStr | None = None
+    #: Or mutual TLS: a client certificate signed by this CA (PEM) is proof enough. Other
+    #: endpoints (probes, Slack, registries) still connect without one, so the server asks for
+    #: a certificate but only the admission endpoint insists on it. Needs tls_cert/tls_key.
+    client_ca: Path | None = None
+    #: Serve the webhook with neither, answering anyone's reviews (a warning at every start):
+    #: for a local dry run only, since unauthenticated reviews can page on-call.
+    allow_unauthenticated: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("token",))
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> Self:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("set both tls_cert and tls_key, or neither")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError("client_ca (mutual TLS) needs tls_cert and tls_key")
         return self
 
 
@@ -335,6 +364,25 @@ class Vulns(Section):
     scanner: Literal["builtin", "trivy"] = "builtin"
     trivy_path: str = "trivy"
     trivy_timeout: float = Field(300.0, gt=0)
+
+
+class Scan(Section):
+    """What reading one image's layers may cost, whatever its pusher put in them.
+
+    Past a cap the rest is read past (so the digest is still checked) but not kept, and the
+    image gets a `scan-limit` finding naming the cap: never a silent truncation, never a crash.
+    The defaults keep the whole process under about 300 MB with the largest image in flight.
+    """
+
+    #: Tar entries (files, directories, links, whiteouts) kept per layer, and per image.
+    max_entries_per_layer: int = Field(200_000, ge=1)
+    max_entries_per_image: int = Field(200_000, ge=1)
+    #: Bytes of paths and link names kept per image (each path is at most 4,096 bytes).
+    max_path_bytes_per_image: int = Field(16 * 1024 * 1024, ge=4096)
+    #: Installed packages read per image (dpkg, apk, rpm, language packages).
+    max_packages_per_image: int = Field(50_000, ge=1)
+    #: Memory, in bytes, that the recently read layers and images are cached in.
+    cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
 
 
 class Worker(Section):
@@ -379,6 +427,7 @@ class Settings(BaseSettings):
     teams: tuple[Team, ...] = ()
     worker: Worker = Worker()
     checks: Checks = Checks()
+    scan: Scan = Scan()
     alerts: Alerts = Alerts()
     falco: Falco = Falco()
     vulns: Vulns = Vulns()
@@ -423,6 +472,58 @@ class Settings(BaseSettings):
         if own is not None and severity in own.sla_days:
             table = own.sla_days
         return table.get(severity)
+
+
+def _has(secret: SecretStr | None) -> bool:
+    return secret is not None and bool(secret.get_secret_value())
+
+
+def intake_problems(settings: Settings) -> list[str]:
+    """Each intake endpoint `serve` would open to anyone, as one `check-config` line.
+
+    The admission and Falco endpoints are always served (whether or not a cluster or Falco is
+    set up), so they always need credentials; each configured registry has its own webhook
+    endpoint, so each needs its webhook_secret. `allow_unauthenticated = true` in the section
+    is the one way to run an endpoint open, and then `open_intakes` names it for the warning.
+    """
+    fix = "or set allow_unauthenticated = true to accept unauthenticated requests"
+    problems = []
+    adm = settings.admission
+    if not (_has(adm.token) or adm.client_ca is not None or adm.allow_unauthenticated):
+        problems.append(
+            "admission.token: not set, so /hooks/k8s/admission would answer anyone; "
+            f"set token, token_file or client_ca ({fix})"
+        )
+    if not (_has(settings.falco.token) or settings.falco.allow_unauthenticated):
+        problems.append(
+            f"falco.token: not set, so /hooks/falco would take anyone's alerts; set token or "
+            f"token_file ({fix})"
+        )
+    for n, registry in enumerate(settings.registries):
+        if not (_has(registry.webhook_secret) or registry.allow_unauthenticated):
+            problems.append(
+                f"registries.{n}.webhook_secret: not set for registry {registry.name!r}, so "
+                f"/hooks/registry/{registry.name} has nothing to check; set webhook_secret or "
+                f"webhook_secret_file ({fix})"
+            )
+    return problems
+
+
+def open_intakes(settings: Settings) -> list[str]:
+    """The endpoints served without credentials because their section allows it."""
+    adm = settings.admission
+    opened = []
+    if adm.allow_unauthenticated and not (_has(adm.token) or adm.client_ca is not None):
+        opened.append("/hooks/k8s/admission ([admission] allow_unauthenticated)")
+    if settings.falco.allow_unauthenticated and not _has(settings.falco.token):
+        opened.append("/hooks/falco ([falco] allow_unauthenticated)")
+    for registry in settings.registries:
+        if registry.allow_unauthenticated and not _has(registry.webhook_secret):
+            opened.append(
+                f"/hooks/registry/{registry.name} (registry {registry.name!r} "
+                "allow_unauthenticated)"
+            )
+    return opened
 
 
 class ConfigError(Exception):

@@ -1,8 +1,14 @@
 """Approve, Patch, Ignore and Acknowledge: the decisions people take in Slack.
 
-Each one re-reads the finding (a button's value is never trusted), checks who is asking, and
-applies the decision and its audit entry in one transaction; a second click finds the decision
-already taken and changes nothing. The message is then redrawn through the outbox.
+Each one re-reads the finding (a button's value is never trusted), checks who is asking
+(`bot.authz`: per team, per action), and applies the decision and its audit entry in one
+transaction; a second click finds the decision already taken and changes nothing. The message is
+then redrawn through the outbox. A refusal changes nothing but the audit log, which records it
+as `refused` (with what was attempted), so a probing clicker leaves a trace.
+
+Who is asking is checked before the finding is locked: the check may ask Slack, and a write
+lock must not wait on Slack. The locked transaction then makes sure the finding still belongs
+to the team the check was about.
 """
 
 from __future__ import annotations
@@ -17,11 +23,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.announce import Announcer
-from bot.authz import Approvers
+from bot.authz import Action, Permissions, Refusal, ignore_action
 from bot.clock import Clock
 from bot.config import Settings
 from bot.db import Database
-from bot.findings import Severity
 from bot.models import Alert, SlackMessage, Suppression, TrackedFinding
 from bot.patch_hooks import PatchHooks, PatchRequest
 from bot.slack import render
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 EXPIRY_DAYS = {"7": 7, "30": 30, "90": 90}
 SCOPES = frozenset({"image", "repository", "vulnerability"})
 BOT_ACTOR = "crowsnest"
+#: The audit log's action for a decision someone was not allowed to take.
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,12 @@ class Outcome:
 
     ok: bool
     message: str
+    #: Plain and short, for a modal's error line (which shows no mentions); else `message`.
+    short: str = ""
+
+    @property
+    def modal_error(self) -> str:
+        return self.short or self.message
 
 
 def _no(message: str) -> Outcome:
@@ -53,7 +66,7 @@ class Decisions:
         settings: Settings,
         db: Database,
         announcer: Announcer,
-        approvers: Approvers,
+        permissions: Permissions,
         hooks: PatchHooks,
         clock: Clock,
         wake: asyncio.Event,
@@ -61,7 +74,7 @@ class Decisions:
         self._settings = settings
         self._db = db
         self._announcer = announcer
-        self._approvers = approvers
+        self._permissions = permissions
         self._hooks = hooks
         self._clock = clock
         self._wake = wake
@@ -85,21 +98,28 @@ class Decisions:
             views = await self._announcer.views(s, rows, self._clock.now())
         return render.all_findings_modal(ctx, views)
 
-    async def may_decide(self, finding_id: int, user_id: str) -> Outcome:
-        """Whether to open the Approve / Ignore modal for this user at all."""
-        async with self._db.transaction() as s:
-            row = await tracking.tracked(s, finding_id)
-            if row is None:
-                return _no("This finding no longer exists.")
-            refusal = await self._refusal(s, row, user_id, self._clock.now())
-        return _no(refusal) if refusal else Outcome(True, "")
+    async def may_decide(self, finding_id: int, user_id: str, action: Action) -> Outcome:
+        """Whether to open the Approve / Ignore modal for this user at all (a refusal is
+        audited: the click was an attempt)."""
+        row = await self._read(finding_id)
+        if row is None:
+            return _no("This finding no longer exists.")
+        if refusal := await self._permissions.refusal(action, row.team, user_id):
+            return await self._refused(refusal, action, user_id, row)
+        return Outcome(True, "")
+
+    async def may(self, finding_id: int, user_id: str, action: Action) -> bool:
+        """Whether `user_id` may take `action` on this finding; nothing is recorded. For
+        offering choices (a modal without the wide Ignores), never for deciding."""
+        row = await self._read(finding_id)
+        return row is not None and await self._permissions.may(action, row.team, user_id)
 
     async def approve(
         self, finding_id: int, user_id: str, reason: str, expiry: str | None
     ) -> Outcome:
         days = EXPIRY_DAYS.get(expiry or "")
         return await self._suppress(
-            "approve", finding_id, user_id, reason, days, False, "repository"
+            Action.APPROVE, finding_id, user_id, reason, days, False, "repository"
         )
 
     async def ignore(
@@ -109,12 +129,12 @@ class Decisions:
             return _no("Choose an expiry and a scope from the list.")
         days = EXPIRY_DAYS.get(expiry)
         return await self._suppress(
-            "ignore", finding_id, user_id, reason, days, expiry == "fix", scope
+            ignore_action(scope, expiry), finding_id, user_id, reason, days, expiry == "fix", scope
         )
 
     async def _suppress(
         self,
-        kind: str,
+        action: Action,
         finding_id: int,
         user_id: str,
         reason: str,
@@ -122,7 +142,14 @@ class Decisions:
         until_fixed: bool,
         scope: str,
     ) -> Outcome:
+        kind = "approve" if action is Action.APPROVE else "ignore"
         reason = reason.strip()
+        owner = await self._read(finding_id)
+        if owner is None:
+            return _no("This finding no longer exists.")
+        if refusal := await self._permissions.refusal(action, owner.team, user_id):
+            details = {"scope": scope, "until_fixed": until_fixed, "days": days}
+            return await self._refused(refusal, action, user_id, owner, reason, details)
         if not reason:
             return _no("A reason is required: it goes into the audit log.")
         now = self._clock.now()
@@ -130,8 +157,8 @@ class Decisions:
             row = await tracking.tracked(s, finding_id, lock=True)
             if row is None:
                 return _no("This finding no longer exists.")
-            if refusal := await self._refusal(s, row, user_id, now):
-                return _no(refusal)
+            if row.team != owner.team:
+                return _no(_OWNER_CHANGED)
             if taken := await self._already(s, row, now):
                 return _no(taken)
             until = now + timedelta(days=days) if days else None
@@ -153,11 +180,18 @@ class Decisions:
         return Outcome(True, f"{verb} {code(row.check_id)} in {code(row.repository)}.")
 
     async def patch(self, finding_id: int, user_id: str) -> Outcome:
+        owner = await self._read(finding_id)
+        if owner is None:
+            return _no("This finding no longer exists.")
+        if refusal := await self._permissions.refusal(Action.PATCH, owner.team, user_id):
+            return await self._refused(refusal, Action.PATCH, user_id, owner)
         now = self._clock.now()
         async with self._db.transaction() as s:
             row = await tracking.tracked(s, finding_id, lock=True)
             if row is None:
                 return _no("This finding no longer exists.")
+            if row.team != owner.team:
+                return _no(_OWNER_CHANGED)
             if row.status != tracking.OPEN:
                 return _no("This finding is already fixed.")
             if row.assignee is not None:
@@ -197,12 +231,31 @@ class Decisions:
         return Outcome(True, f"Patch requested for {what}{due}.")
 
     async def ack(self, message_id: int, user_id: str) -> Outcome:
+        async with self._db.transaction() as s:
+            seen = await tracking.alert_for_message(s, message_id)
+        if seen is None:
+            return _no("There is no alert to acknowledge on this message.")
+        refusal = await self._permissions.refusal(Action.ACK, seen.team, user_id, what="alert")
+        if refusal:
+            now = self._clock.now()
+            async with self._db.transaction() as s:
+                await tracking.record_decision(
+                    s,
+                    at=now,
+                    actor=user_id,
+                    action=REFUSED,
+                    subject=seen.summary,
+                    details={"attempted": Action.ACK.value, "alert": seen.id, "why": refusal.short},
+                )
+            log.info("refused %s to %s on alert %d", Action.ACK.value, user_id, seen.id)
+            return Outcome(False, refusal.text, refusal.short)
         now = self._clock.now()
         async with self._db.transaction() as s:
-            found = await tracking.alert_for_message(s, message_id)
-            alert = await tracking.alert(s, found.id, lock=True) if found else None
+            alert = await tracking.alert(s, seen.id, lock=True)
             if alert is None:
                 return _no("There is no alert to acknowledge on this message.")
+            if alert.team != seen.team:
+                return _no(_OWNER_CHANGED)
             if alert.acked_by is not None:
                 return _no(f"Already acknowledged by {render.user(alert.acked_by)}.")
             alert.acked_by, alert.acked_at, alert.next_escalation_at = user_id, now, None
@@ -353,10 +406,33 @@ class Decisions:
             details={"alert": alert.id, "level": alert.level},
         )
 
-    async def _refusal(
-        self, s: AsyncSession, row: TrackedFinding, user_id: str, now: datetime
-    ) -> str | None:
-        return await self._approvers.refusal(row.team, Severity(row.severity), user_id)
+    async def _read(self, finding_id: int) -> TrackedFinding | None:
+        async with self._db.transaction() as s:
+            return await tracking.tracked(s, finding_id)
+
+    async def _refused(
+        self,
+        refusal: Refusal,
+        action: Action,
+        user_id: str,
+        row: TrackedFinding,
+        reason: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """Record the attempt in the audit log (nothing else changes) and say who may."""
+        async with self._db.transaction() as s:
+            await tracking.record_decision(
+                s,
+                at=self._clock.now(),
+                actor=user_id,
+                action=REFUSED,
+                subject=_subject(row),
+                finding_id=row.id,
+                reason=reason[:1000] or None,
+                details={"attempted": action.value, "why": refusal.short, **(details or {})},
+            )
+        log.info("refused %s to %s on finding %d", action.value, user_id, row.id)
+        return Outcome(False, refusal.text, refusal.short)
 
     async def _already(self, s: AsyncSession, row: TrackedFinding, now: datetime) -> str | None:
         if row.status != tracking.OPEN:
@@ -370,6 +446,9 @@ class Decisions:
     async def _redraw(self, s: AsyncSession, row: TrackedFinding, now: datetime) -> None:
         if row.message_id is not None:
             await self._announcer.redraw(s, row.message_id, now)
+
+
+_OWNER_CHANGED = "This finding just changed owner; try again."
 
 
 def _subject(row: TrackedFinding) -> str:

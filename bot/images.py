@@ -49,10 +49,21 @@ class PlatformConfig:
     cmd: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     created: datetime | None = None
-    #: The merged layers, when they were streamed (None: not scanned).
+    #: The merged layers that could be read, when layers are scanned (None: not scanned).
     filesystem: Filesystem | None = None
-    #: Why the layers could not be read, when they could not.
-    layer_error: str | None = None
+    #: Layers that could not be fetched or read: what is known was checked without them.
+    unscanned: tuple[UnscannedLayer, ...] = ()
+    #: Caps the scan hit (entries, path bytes, image bytes, time), said for a person.
+    scan_limits: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnscannedLayer:
+    """A layer left out of the scan: its digest, why, and whether asking again may help."""
+
+    digest: str
+    reason: str
+    transient: bool = False
 
 
 @dataclass(frozen=True)

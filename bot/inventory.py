@@ -36,6 +36,7 @@ older, Go binaries before Go 1.18, jars without `pom.properties`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -68,28 +69,40 @@ APK_DB = "lib/apk/db/installed"
 _RPM_QUERY_BUDGET = 50_000_000  # SQLite VM steps for reading one rpmdb (a 1000-package db: ~1M)
 
 
-def inventory(fs: Filesystem, os_release: dict[str, str] | None) -> list[Package]:
+def inventory(
+    fs: Filesystem, os_release: dict[str, str] | None, limit: int | None = None
+) -> list[Package]:
     """Every package installed in the final view of `fs`, each once, sorted by ecosystem, name
-    and version. `os_release` (`bot.layers.os_release(fs)`) names the distribution."""
+    and version. `os_release` (`bot.layers.os_release(fs)`) names the distribution.
+
+    With `limit`, at most `limit + 1` package records are read (the one past it tells the
+    caller the cap was hit), so a database listing a million packages costs what the cap does.
+    """
     osr = {k: v for k, v in (os_release or {}).items()}
-    found: list[Package] = [*_dpkg(fs, osr), *_apk(fs, osr), *_rpm(fs, osr)]
-    for path, entry in fs.present.items():
-        content = entry.content
-        if entry.type is not EntryType.FILE or content is None:
-            continue
-        if python_metadata_path(path):
-            found.extend(_python(content))
-        elif node_package_path(path):
-            found.extend(_npm(content))
-        elif jar_path(path):
-            found.extend(_maven(content))
-        elif b"\xff Go buildinf:" in content:
-            found.extend(_go(content))
+    found = list(itertools.islice(_packages(fs, osr), None if limit is None else limit + 1))
     unique = {(p.ecosystem, p.name, p.version, p.purl, p.distro): p for p in found}
     return sorted(
         unique.values(),
         key=lambda p: (p.ecosystem, p.name, p.version, p.purl or "", p.distro or ""),
     )
+
+
+def _packages(fs: Filesystem, osr: Mapping[str, str]) -> Iterator[Package]:
+    yield from _dpkg(fs, osr)
+    yield from _apk(fs, osr)
+    yield from _rpm(fs, osr)
+    for path, entry in fs.present.items():
+        content = entry.content
+        if entry.type is not EntryType.FILE or content is None:
+            continue
+        if python_metadata_path(path):
+            yield from _python(content)
+        elif node_package_path(path):
+            yield from _npm(content)
+        elif jar_path(path):
+            yield from _maven(content)
+        elif b"\xff Go buildinf:" in content:
+            yield from _go(content)
 
 
 def source_package(package: Package) -> tuple[str, str | None] | None:

@@ -70,6 +70,7 @@ _BLOCK = 512
 _OUT_STEP = 256 * KiB  # most decompressed bytes produced by one decompression call
 _MAX_META = 1 * MiB  # largest pax or GNU long-name record
 _MAX_SYMLINK_HOPS = 40
+_INDEX_OVERHEAD = 100  # one `present` slot: dict entry and hash
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -1322,6 +1323,11 @@ class Filesystem:
     def limits(self) -> tuple[str, ...]:
         """Every cap the layers' reading hit (see `LayerRecord.limits`), each said once."""
         return tuple(dict.fromkeys(limit for layer in self.layers for limit in layer.limits))
+
+    @property
+    def held(self) -> int:
+        """About the memory this view holds: its layers' records and the final-view index."""
+        return sum(layer.held for layer in self.layers) + _INDEX_OVERHEAD * len(self.present)
 
     def versions(self) -> Iterator[Version]:
         """Every version of every path that was ever in the image, bottom layer first."""

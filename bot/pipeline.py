@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 
@@ -257,7 +259,7 @@ class Pipeline:
             self._settings.teams, event.repository, self._settings.slack.fallback_channel
         )
         team = self._settings.team(route.team)
-        packages = packages_of(facts)
+        facts, packages = await asyncio.to_thread(self._inventory_of, facts)
         findings = await self._findings(registry, facts, team, packages)
         push = Push(
             context=render.PushContext(
@@ -276,11 +278,26 @@ class Pipeline:
         )
         return partial(self._record_push, event, facts, findings, packages, push)
 
+    def _inventory_of(self, facts: ImageFacts) -> tuple[ImageFacts, list[Package]]:
+        """The image's packages up to `max_packages_per_image`; past it, the facts carry the
+        cap as a scan limit. CPU-bound on what a pusher chose: run it off the event loop."""
+        cap = self._settings.scan.max_packages_per_image
+        packages = packages_of(facts, cap)
+        if len(packages) <= cap or not facts.platforms:
+            return facts, packages
+        note = (
+            f"more than {cap:,} installed packages per image (max_packages_per_image): "
+            "the rest were not read"
+        )
+        first = facts.platforms[0]
+        first = replace(first, scan_limits=(*first.scan_limits, note))
+        return replace(facts, platforms=(first, *facts.platforms[1:])), packages[:cap]
+
     async def _findings(
         self, registry: Registry, facts: ImageFacts, team: Team | None, packages: list[Package]
     ) -> list[Finding]:
         """The common checks, known vulnerabilities, then what the owning team asks for."""
-        findings = run_image_checks(facts, self._policy, self._clock.now())
+        findings = await asyncio.to_thread(run_image_checks, facts, self._policy, self._clock.now())
         findings += await self._vulns.findings(packages)
         if self._settings.vulns.scanner == "trivy":
             findings += await self._trivy(registry, facts, findings)

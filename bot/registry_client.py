@@ -7,6 +7,7 @@ to that registry's own host or its `trusted_hosts`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -20,14 +21,14 @@ from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import aiohttp
+from cachetools import LRUCache
 
 from bot.checks.layers import parse_created
-from bot.config import Registry
-from bot.images import ImageFacts, PlatformConfig
+from bot.config import Registry, Scan
+from bot.images import ImageFacts, PlatformConfig, UnscannedLayer
 from bot.layers import (
     INVENTORY_MAX_TOTAL,
     INVENTORY_WANT,
-    Filesystem,
     LayerError,
     LayerReader,
     LayerRecord,
@@ -76,11 +77,15 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 class RegistryClient:
     """Reads manifests and config blobs; one instance per runtime, sharing one HTTP session."""
 
-    def __init__(self, *, scan_layers: bool = True) -> None:
+    def __init__(self, *, scan_layers: bool = True, limits: Scan | None = None) -> None:
         self._http: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str], _Token] = {}
-        self._facts: dict[tuple[str, str, str], ImageFacts] = {}
-        self._layers: dict[str, LayerRecord] = {}
+        self._limits = limits or Scan()
+        # Sized in bytes held, half each: a few layers of many files weigh what many small
+        # images do, so neither can push memory past what the caps were set for.
+        half = max(1, self._limits.cache_bytes // 2)
+        self._facts: LRUCache[tuple[str, str, str], ImageFacts] = LRUCache(half, _facts_size)
+        self._layers: LRUCache[str, LayerRecord] = LRUCache(half, _record_size)
         self._scan_layers = scan_layers
         #: Called with a short progress line while layers stream (the CLI shows it).
         self.progress: Callable[[str], None] | None = None
@@ -124,10 +129,10 @@ class RegistryClient:
             media_type=media_type,
             platforms=tuple(platforms),
         )
-        # Content-addressed: a digest is read and scanned once, whatever tags point at it.
-        if len(self._facts) >= 1024:
-            self._facts.pop(next(iter(self._facts)))
-        self._facts[(registry.name, repository, digest)] = facts
+        # Content-addressed: a digest is read and scanned once, whatever tags point at it. An
+        # image with a layer worth asking for again is not kept, so the retry asks.
+        if not any(u.transient for p in platforms for u in p.unscanned):
+            _cache(self._facts, (registry.name, repository, digest), facts)
         return facts
 
     async def signed(self, registry: Registry, repository: str, digest: str) -> bool | None:
@@ -215,8 +220,7 @@ class RegistryClient:
         found = _platform_config(config, manifest_digest, platform)
         if not self._scan_layers:
             return found
-        filesystem, error = await self._filesystem(registry, repository, manifest)
-        return replace(found, filesystem=filesystem, layer_error=error)
+        return await self._scan(registry, repository, manifest, found)
 
     async def _manifest(
         self, registry: Registry, repository: str, reference: str
@@ -295,23 +299,54 @@ class RegistryClient:
                 return
         raise PermanentRegistryError(f"{registry.name}: {path}: too many redirects")
 
-    async def _filesystem(
-        self, registry: Registry, repository: str, manifest: dict[str, Any]
-    ) -> tuple[Filesystem | None, str | None]:
-        """Stream every layer into the reader; (merged filesystem, None) or (None, why not)."""
+    async def _scan(
+        self, registry: Registry, repository: str, manifest: dict[str, Any], found: PlatformConfig
+    ) -> PlatformConfig:
+        """Stream every layer into a reader and merge what could be read.
+
+        A layer that cannot be fetched or read is left out and named (`unscanned`), and the
+        rest are still checked: one absent foreign layer must not hide the config's findings.
+        Past `max_image_bytes` or `scan_timeout` the remaining layers are not read (a limit).
+        """
         descriptors = [d for d in manifest.get("layers") or [] if isinstance(d, dict)]
         budget = _Budget(registry.max_image_bytes, time.monotonic() + registry.scan_timeout)
-        records = []
-        try:
-            for desc in descriptors:
-                records.append(await self._layer(registry, repository, desc, budget))
-        except (LayerError, _BudgetExceeded) as exc:
-            return None, str(exc)
-        return merge(records), None
+        room = _Room(self._limits.max_entries_per_image, self._limits.max_path_bytes_per_image)
+        records: list[LayerRecord] = []
+        unscanned: list[UnscannedLayer] = []
+        limits: list[str] = []
+        for n, desc in enumerate(descriptors):
+            digest = str(desc.get("digest") or "")
+            try:
+                records.append(
+                    room.take(await self._layer(registry, repository, desc, budget, room))
+                )
+            except _BudgetExceeded as exc:
+                limits.append(f"{exc}: {len(descriptors) - n} of {len(descriptors)} layers")
+                break
+            except PermanentRegistryError as exc:
+                unscanned.append(UnscannedLayer(digest, str(exc)))
+            except RegistryError as exc:
+                unscanned.append(UnscannedLayer(digest, str(exc), transient=True))
+            except LayerError as exc:
+                unscanned.append(UnscannedLayer(digest, str(exc)))
+        filesystem = await asyncio.to_thread(merge, records)
+        return replace(
+            found,
+            filesystem=filesystem,
+            unscanned=tuple(unscanned),
+            scan_limits=(*filesystem.limits, *limits),
+        )
 
     async def _layer(
-        self, registry: Registry, repository: str, desc: dict[str, Any], budget: _Budget
+        self,
+        registry: Registry,
+        repository: str,
+        desc: dict[str, Any],
+        budget: _Budget,
+        room: _Room,
     ) -> LayerRecord:
+        """One layer, decoded and parsed in a worker thread while the next bytes arrive: the
+        event loop only moves bytes, so a hostile layer cannot stall the webhooks."""
         digest = _digest(desc.get("digest"))
         cached = self._layers.get(digest)
         if cached is not None:
@@ -319,28 +354,48 @@ class RegistryClient:
         media_type = str(desc.get("mediaType") or "")
         if media_type and not is_layer_media_type(media_type):
             raise LayerError(f"layer {digest[:19]} has media type {media_type!r}")
-        reader = LayerReader(media_type or None, want=INVENTORY_WANT, max_total=INVENTORY_MAX_TOTAL)
+        per_layer = self._limits.max_entries_per_layer
+        entries, path_bytes, scope = room.caps(per_layer, self._limits.max_path_bytes_per_image)
+        reader = LayerReader(
+            media_type or None,
+            want=INVENTORY_WANT,
+            max_total=INVENTORY_MAX_TOTAL,
+            max_entries=entries,
+            max_path_bytes=path_bytes,
+            scope=scope,
+        )
         hasher = hashlib.sha256()
+
+        def take(chunk: bytes) -> None:
+            hasher.update(chunk)
+            reader.feed(chunk)
+
         path = f"/v2/{repository}/blobs/{digest}"
+        working: asyncio.Future[None] | None = None
         try:
             async with self._open(registry, repository, path, {}, budget.seconds_left()) as resp:
                 read = 0
-                async for chunk in resp.content.iter_chunked(256 * 1024):
+                async for chunk in resp.content.iter_chunked(_CHUNK):
                     budget.spend(len(chunk))
-                    hasher.update(chunk)
-                    reader.feed(chunk)
+                    if working is not None:
+                        await working
+                    working = asyncio.ensure_future(asyncio.to_thread(take, chunk))
                     read += len(chunk)
                     if self.progress is not None and read % (4 << 20) < len(chunk):
                         self.progress(f"layer {digest[7:19]}: {read / 1e6:.0f} MB")
+                if working is not None:
+                    await working
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise _transient(registry, path, exc) from None
+        finally:
+            if working is not None and not working.done():
+                working.add_done_callback(_discard)
         if "sha256:" + hasher.hexdigest() != digest:
             raise PermanentRegistryError(f"layer digest mismatch: asked {digest}")
-        reader.close()
+        await asyncio.to_thread(reader.close)
         record = reader.record
-        if len(self._layers) >= 256:
-            self._layers.pop(next(iter(self._layers)))
-        self._layers[digest] = record
+        if scope == "layer":  # cut short by what this image had left: not for other images
+            _cache(self._layers, digest, record)
         return record
 
     async def _auth_header(
@@ -500,6 +555,67 @@ def _platform_config(config: dict[str, Any], manifest_digest: str, platform: Any
     )
 
 
+_CHUNK = 256 * 1024
+
+
+def _discard(future: asyncio.Future[None]) -> None:
+    """Consume a worker-thread result no one waits for any more (the layer was abandoned)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _record_size(record: LayerRecord) -> int:
+    return max(1, record.held)
+
+
+def _facts_size(facts: ImageFacts) -> int:
+    return 1024 + sum(p.filesystem.held for p in facts.platforms if p.filesystem is not None)
+
+
+def _cache(cache: LRUCache[Any, Any], key: Any, value: Any) -> None:
+    """Keep `value` unless it alone is bigger than the cache (cachetools raises then)."""
+    if cache.getsizeof(value) <= cache.maxsize:
+        cache[key] = value
+
+
+class _Room:
+    """What one image may still keep, in entries and path bytes, as its layers are read."""
+
+    def __init__(self, entries: int, path_bytes: int) -> None:
+        self.entries = entries
+        self.path_bytes = path_bytes
+        self._max = (entries, path_bytes)
+
+    def caps(self, per_layer: int, path_bytes: int) -> tuple[int, int, str]:
+        """(max entries, max path bytes, scope) for the next layer's reader."""
+        if self.entries < per_layer or self.path_bytes < path_bytes:
+            return max(0, self.entries), max(0, self.path_bytes), "image"
+        return per_layer, path_bytes, "layer"
+
+    def take(self, record: LayerRecord) -> LayerRecord:
+        """Charge a layer to the image; a cached layer read for another image may have more
+        than this one has left, and is then cut to what is left (and says so)."""
+        count = len(record.entries) + len(record.whiteouts)
+        path_bytes = sum(len(e.path) + len(e.linkname) for e in record.entries)
+        if count <= self.entries and path_bytes <= self.path_bytes:
+            self.entries -= count
+            self.path_bytes -= path_bytes
+            return record
+        kept, used = [], 0
+        for entry in record.entries[: max(0, self.entries - len(record.whiteouts))]:
+            used += len(entry.path) + len(entry.linkname)
+            if used > self.path_bytes:
+                break
+            kept.append(entry)
+        dropped = len(record.entries) - len(kept)
+        self.entries, self.path_bytes = 0, 0
+        note = (
+            f"more than {self._max[0]:,} entries or {self._max[1]:,} bytes of paths per image "
+            f"(max_entries_per_image, max_path_bytes_per_image): {dropped:,} were not read"
+        )
+        return replace(record, entries=tuple(kept), limits=(*record.limits, note))
+
+
 class _BudgetExceeded(Exception):
     pass
 
@@ -514,14 +630,14 @@ class _Budget:
     def spend(self, n: int) -> None:
         self.bytes_left -= n
         if self.bytes_left < 0:
-            raise _BudgetExceeded("layers larger than max_image_bytes; not scanned")
+            raise _BudgetExceeded("layers larger than max_image_bytes were not read")
         if time.monotonic() > self.deadline:
-            raise _BudgetExceeded("layers took longer than scan_timeout; not scanned")
+            raise _BudgetExceeded("layers that took longer than scan_timeout were not read")
 
     def seconds_left(self) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise _BudgetExceeded("layers took longer than scan_timeout; not scanned")
+            raise _BudgetExceeded("layers that took longer than scan_timeout were not read")
         return left
 
 

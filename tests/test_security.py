@@ -41,7 +41,7 @@ from tests.support.slack_standin import (
 
 GITHUB_TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
 ROOT_WITH_TOKEN = {"config": {"User": "", "Env": [f"GITHUB_TOKEN={GITHUB_TOKEN}"]}}
-APPROVER, BOSS, OTHER = "UAPPROVER1", "UBOSS1", "UOTHER1"
+APPROVER, BOSS, MEMBER, OTHER = "UAPPROVER1", "UBOSS1", "UMEMBER1", "UOTHER1"
 OCI = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -140,6 +140,7 @@ async def bot(aiohttp_client: Callable[..., Any], sqlite_url: str) -> AsyncItera
                 "channel": "#team-a",
                 "repositories": ["team-a/*"],
                 "approvers": [APPROVER],
+                "members": [MEMBER],
             },
             {
                 "name": "team-b",
@@ -187,7 +188,7 @@ async def test_forged_slack_requests_are_401_and_change_nothing(bot: Bot) -> Non
         "patch click": block_actions_body(
             action_id="finding.patch",
             value=str(finding.id),
-            user_id=OTHER,
+            user_id=MEMBER,
             channel=channel,
             message_ts=bot.slack.messages["#team-a"][0]["ts"],
         ),
@@ -214,7 +215,7 @@ async def test_forged_slack_requests_are_401_and_change_nothing(bot: Bot) -> Non
     )
     assert resp.status == 200
     decisions, *_ = await bot.state()
-    assert decisions == [("patch", OTHER, finding.id)]
+    assert decisions == [("patch", MEMBER, finding.id)]
 
 
 # --------------------------------------------------------------------------- constant-time secrets
@@ -513,12 +514,12 @@ async def test_non_approver_cannot_approve_through_a_crafted_view_submission(bot
     other_team = await bot.finding("team-b/svc", "secret-in-config")
     assert (medium.severity, high.severity) == ("medium", "high")
 
-    # OTHER may approve the medium finding, so Slack opens the modal for it...
+    # MEMBER may ignore the medium finding narrowly, so Slack opens the Ignore modal for it...
     message = bot.slack.messages["#team-a"][0]
     click = block_actions_body(
-        action_id="finding.approve",
+        action_id="finding.ignore",
         value=str(medium.id),
-        user_id=OTHER,
+        user_id=MEMBER,
         channel=bot.slack.channel_id("#team-a"),
         message_ts=message["ts"],
         message=message,
@@ -528,12 +529,13 @@ async def test_non_approver_cannot_approve_through_a_crafted_view_submission(bot
     assert json.loads(opened.args["view"]["private_metadata"]) == {"finding": medium.id}
     before = await bot.state()
 
-    # ... and the submission is rewritten to name findings only approvers may accept.
+    # ... and the submission is rewritten into an Approve (of this or another team's finding)
+    # or a team-wide Ignore, which only approvers may take.
     values = {
         "reason": {"value": {"type": "plain_text_input", "value": "trust me"}},
         "expiry": {"value": {"type": "static_select", "selected_option": {"value": "30"}}},
     }
-    for target in (high, other_team):
+    for target in (medium, high, other_team):
         for metadata in (
             json.dumps({"finding": target.id}),
             json.dumps({"finding": str(target.id)}),
@@ -541,7 +543,7 @@ async def test_non_approver_cannot_approve_through_a_crafted_view_submission(bot
             body = view_submission_body(
                 callback_id="decision.approve",
                 private_metadata=metadata,
-                user_id=OTHER,
+                user_id=MEMBER,
                 values=values,
             )
             resp = await bot.post_slack(body, signed_headers(body, SIGNING_SECRET))
@@ -549,32 +551,41 @@ async def test_non_approver_cannot_approve_through_a_crafted_view_submission(bot
             answer = await resp.json()
             assert answer["response_action"] == "errors", answer
             assert "approvers" in answer["errors"]["reason"]
-    # An Ignore is guarded the same way.
+    for scope, expiry in (("vulnerability", "30"), ("repository", "fix")):
+        body = view_submission_body(
+            callback_id="decision.ignore",
+            private_metadata=opened.args["view"]["private_metadata"],
+            user_id=MEMBER,
+            values=values
+            | {
+                "expiry": {
+                    "value": {"type": "static_select", "selected_option": {"value": expiry}}
+                },
+                "scope": {
+                    "value": {"type": "radio_buttons", "selected_option": {"value": scope}}
+                },
+            },
+        )
+        answer = await (await bot.post_slack(body, signed_headers(body, SIGNING_SECRET))).json()
+        assert answer["response_action"] == "errors"
+    # Nothing changed but the audit log, which holds each attempt as refused.
+    decisions, *rest = await bot.state()
+    assert rest == list(before[1:])
+    assert [d for d in decisions if d[0] != "refused"] == before[0]
+    assert len([d for d in decisions if d[0] == "refused"]) == 8
+
+    # The modal it was opened for still works, for what MEMBER may decide.
     body = view_submission_body(
         callback_id="decision.ignore",
-        private_metadata=json.dumps({"finding": high.id}),
-        user_id=OTHER,
-        values=values
-        | {
-            "scope": {
-                "value": {"type": "radio_buttons", "selected_option": {"value": "repository"}}
-            }
-        },
-    )
-    answer = await (await bot.post_slack(body, signed_headers(body, SIGNING_SECRET))).json()
-    assert answer["response_action"] == "errors"
-    assert await bot.state() == before
-
-    # The modal it was opened for still works, for what OTHER may decide.
-    body = view_submission_body(
-        callback_id="decision.approve",
         private_metadata=opened.args["view"]["private_metadata"],
-        user_id=OTHER,
-        values=values,
+        user_id=MEMBER,
+        values=values
+        | {"scope": {"value": {"type": "radio_buttons", "selected_option": {"value": "image"}}}},
     )
-    assert (await bot.post_slack(body, signed_headers(body, SIGNING_SECRET))).status == 200
+    answer = await bot.post_slack(body, signed_headers(body, SIGNING_SECRET))
+    assert answer.status == 200 and await answer.text() == ""
     decisions, *_ = await bot.state()
-    assert decisions == [("approve", OTHER, medium.id)]
+    assert decisions[-1] == ("ignore", MEMBER, medium.id)
 
 
 # --------------------------------------------------------------------------- hostile bodies

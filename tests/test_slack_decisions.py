@@ -34,6 +34,8 @@ from tests.support.slack_standin import (
 TOKEN = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
 AWS_KEY = "AKIA" + "Q3ZD5MPL" + "7ZK2R4TB"
 APPROVER, GROUPIE, OTHER, ONCALL = "UAPPROVER1", "UGROUPIE1", "UOTHER1", "SONCALL1"
+#: In #team-a (team-a lists no members, so its channel's members may Patch and Ignore).
+MEMBER, PAGED = "UMEMBER1", "UONCALL1"
 
 
 @dataclass
@@ -133,14 +135,15 @@ class Bot:
         timestamp: int | None = None,
         secret: str = SIGNING_SECRET,
         value: str | None = None,
+        channel: str = "#team-a",
     ) -> Any:
-        message = message or self.message()
+        message = message or self.message(channel)
         value = value or button(message, action_id, check)
         body = block_actions_body(
             action_id=action_id,
             value=value,
             user_id=user,
-            channel=self.slack.channel_id("#team-a"),
+            channel=self.slack.channel_id(channel),
             message_ts=message["ts"],
             message=message,
         )
@@ -196,7 +199,11 @@ def choice(block: str, value: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def bot(aiohttp_client: Callable[..., Any], sqlite_url: str) -> AsyncIterator[Bot]:
-    slack = SlackStandIn(epoch=time.time(), usergroups={"SAPPROVERS": [GROUPIE]})
+    slack = SlackStandIn(
+        epoch=time.time(),
+        usergroups={"SAPPROVERS": [GROUPIE], ONCALL: [PAGED]},
+        channel_members={"#team-a": [MEMBER, PAGED, APPROVER]},
+    )
     await slack.start()
     fake = FakeRegistry()
     await fake.start()
@@ -270,8 +277,11 @@ async def test_non_approver_gets_an_ephemeral_refusal_and_nothing_changes(bot: B
     )
     resp = await bot.submit("decision.approve", OTHER, reason("let me"), metadata=metadata)
     assert (await resp.json())["response_action"] == "errors"
-    async with bot.runtime.core.db.transaction() as s:
-        assert [d.action for d in await tracking.decisions(s)] == []
+    async with bot.runtime.core.db.transaction() as s:  # both attempts audited, nothing taken
+        assert [(d.action, d.actor) for d in await tracking.decisions(s)] == [
+            ("refused", OTHER),
+            ("refused", OTHER),
+        ]
     assert bot.updates() == []
 
 
@@ -283,10 +293,14 @@ async def test_member_of_an_approver_group_may_approve(bot: Bot) -> None:
     assert bot.slack.calls_to("usergroups.users.list")[0].args["usergroup"] == "SAPPROVERS"
 
 
-async def test_anyone_may_approve_a_medium_finding(bot: Bot) -> None:
+async def test_only_approvers_may_approve_even_a_medium_finding(bot: Bot) -> None:
     await bot.push("team-a/app", "1.0", {"User": ""})
     await bot.settle()
-    await bot.click("finding.approve", OTHER, check="runs-as-root")
+    await bot.click("finding.approve", MEMBER, check="runs-as-root")
+    assert bot.slack.calls_to("views.open") == []
+    [ephemeral] = bot.slack.calls_to("chat.postEphemeral")
+    assert "approvers of team team-a" in ephemeral.args["text"]
+    await bot.click("finding.approve", APPROVER, check="runs-as-root")
     assert len(bot.slack.calls_to("views.open")) == 1
 
 
@@ -295,7 +309,7 @@ async def test_double_click_on_patch_makes_one_decision(bot: Bot) -> None:
     await bot.settle()
     message = bot.message()
     await asyncio.gather(
-        bot.click("finding.patch", OTHER, message, "runs-as-root"),
+        bot.click("finding.patch", MEMBER, message, "runs-as-root"),
         bot.click("finding.patch", APPROVER, message, "runs-as-root"),
     )
     await bot.settle()
@@ -313,10 +327,10 @@ async def test_double_click_on_patch_makes_one_decision(bot: Bot) -> None:
 async def test_ignored_finding_is_not_reposted_until_expiry(bot: Bot) -> None:
     await bot.push("team-a/app", "1.0", {"User": ""})
     await bot.settle()
-    await bot.click("finding.ignore", OTHER, check="runs-as-root")
+    await bot.click("finding.ignore", MEMBER, check="runs-as-root")
     resp = await bot.submit(
         "decision.ignore",
-        OTHER,
+        MEMBER,
         reason("base image fix pending")
         | choice("expiry", "7")
         | {
@@ -359,11 +373,11 @@ async def test_unacknowledged_critical_alert_escalates_then_ack_stops_it(bot: Bo
     await bot.settle()
     assert bot.top_level()[-1]["channel"] == "#fallback"
 
-    await bot.click("alert.ack", ONCALL.replace("S", "U"), message)
+    await bot.click("alert.ack", PAGED, message)
     await bot.settle()
     assert "is on it" in json.dumps(bot.replies()[-1]["blocks"])
     # A second click (the button is gone from the updated message; Slack may still send it)
-    await bot.click("alert.ack", OTHER, message, value=ack)
+    await bot.click("alert.ack", APPROVER, message, value=ack)
     assert "alert.ack" not in json.dumps(bot.updates()[-1]["blocks"])
     answers = [c.args["text"] for c in bot.slack.calls_to("chat.postEphemeral")]
     assert any("Already acknowledged" in a for a in answers)
@@ -374,7 +388,7 @@ async def test_unacknowledged_critical_alert_escalates_then_ack_stops_it(bot: Bo
 async def test_acknowledged_alert_never_escalates(bot: Bot) -> None:
     await bot.push("team-a/app", "1.0", {"User": "app", "Env": [f"AWS_ACCESS_KEY_ID={AWS_KEY}"]})
     await bot.settle()
-    await bot.click("alert.ack", OTHER)
+    await bot.click("alert.ack", PAGED)
     bot.clock.advance(hours=2)
     assert await bot.runtime.core.decisions.escalate() == 0
     async with bot.runtime.core.db.transaction() as s:

@@ -257,6 +257,27 @@ async def test_form_encoded_call_with_token_in_body(standin: SlackStandIn) -> No
     assert standin.messages[response["channel"]][0]["metadata"] == METADATA
 
 
+async def test_conversations_members_pages_with_a_cursor_as_slack_does() -> None:
+    people = [f"U{i:04d}X" for i in range(250)]
+    async with SlackStandIn(bot_token=TOKEN, channel_members={"#payments": people}) as standin:
+        client = client_for(standin)
+        channel = standin.channel_id("#payments")
+        first = await client.conversations_members(channel=channel, limit=200)
+        cursor = first["response_metadata"]["next_cursor"]
+        assert first["members"] == people[:200] and cursor
+        rest = await client.conversations_members(channel=channel, limit=200, cursor=cursor)
+        assert rest["members"] == people[200:] and rest["response_metadata"]["next_cursor"] == ""
+        listed = await client.conversations_list(types="public_channel,private_channel")
+        assert [c["name"] for c in listed["channels"]] == ["payments"]
+        for wrong, error in (("#payments", "channel_not_found"), ("C0NOPE", "channel_not_found")):
+            with pytest.raises(SlackApiError) as failed:
+                await client.conversations_members(channel=wrong)
+            assert failed.value.response["error"] == error
+        with pytest.raises(SlackApiError) as failed:
+            await client.conversations_members(channel=channel, cursor="bm9wZQ==")
+        assert failed.value.response["error"] == "invalid_cursor"
+
+
 async def test_users_groups_views_and_ephemeral(standin: SlackStandIn) -> None:
     client = client_for(standin)
     assert (await client.users_info(user="U0ALICE"))["user"]["name"] == "alice"

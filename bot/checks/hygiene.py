@@ -80,6 +80,50 @@ def run_hygiene(facts: ImageFacts, policy: HygienePolicy) -> list[Finding]:
     return findings
 
 
+_SHOWN_GAPS = 5
+
+
+def _lines(lines: list[str]) -> str:
+    shown = "\n".join(f"• {line}" for line in lines[:_SHOWN_GAPS])
+    more = len(lines) - _SHOWN_GAPS
+    return shown + (f"\n…and {more} more" if more > 0 else "")
+
+
+def scan_gaps(facts: ImageFacts, disabled: frozenset[str]) -> list[Finding]:
+    """What the layer checks could not see, said as findings: a hostile image that blows a cap
+    or withholds a layer must not read as a clean one."""
+    multi = len(facts.platforms) > 1
+    missing, limits = [], []
+    for p in facts.platforms:
+        where = f"{p.platform}: " if multi else ""
+        missing += [f"{where}layer {u.digest[7:19] or '?'}: {u.reason}" for u in p.unscanned]
+        limits += [f"{where}{limit}" for limit in p.scan_limits]
+    findings = []
+    if missing and "layers-not-scanned" not in disabled:
+        findings.append(
+            Finding(
+                check_id="layers-not-scanned",
+                severity=Severity.MEDIUM,
+                title=f"{len(missing)} layer(s) could not be read: checked without them",
+                detail=_lines(missing),
+                remediation="Make the layer blobs pullable by the bot (a foreign or missing "
+                "layer can hide anything); a registry error is retried.",
+            )
+        )
+    if limits and "scan-limit" not in disabled:
+        findings.append(
+            Finding(
+                check_id="scan-limit",
+                severity=Severity.MEDIUM,
+                title="Scan stopped at a limit: part of the image was not checked",
+                detail=_lines(limits),
+                remediation="An image this large or odd is unusual: look at what was pushed, "
+                "or raise the [scan] limit named (or max_image_bytes / scan_timeout).",
+            )
+        )
+    return findings
+
+
 def run_image_checks(facts: ImageFacts, policy: HygienePolicy, now: datetime) -> list[Finding]:
     """Config checks on the image, layer checks on each platform's files, one finding per key."""
     findings = run_hygiene(facts, policy)
@@ -88,17 +132,7 @@ def run_image_checks(facts: ImageFacts, policy: HygienePolicy, now: datetime) ->
         if platform.filesystem is not None:
             layer_facts = LayerFacts(platform.filesystem, platform.created, now)
             findings.extend(run_layer_checks(layer_facts, layer_policy))
-        elif platform.layer_error and "scan-incomplete" not in policy.disabled:
-            findings.append(
-                Finding(
-                    check_id="scan-incomplete",
-                    severity=Severity.INFO,
-                    title="Layers not scanned",
-                    detail=f"{platform.platform}: {platform.layer_error}",
-                    remediation="Raise max_image_bytes or scan_timeout for this registry, "
-                    "or check the registry's health.",
-                )
-            )
+    findings.extend(scan_gaps(facts, policy.disabled))
     unique: dict[str, Finding] = {}
     for f in findings:
         if f.key not in unique or f.severity.rank > unique[f.key].severity.rank:

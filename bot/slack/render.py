@@ -340,8 +340,14 @@ IGNORE_SCOPE = {
 }
 
 
-def decision_modal(kind: str, f: FindingView, private_metadata: str) -> dict[str, Any]:
-    """The reason (and expiry, scope) asked for before an Approve or an Ignore is applied."""
+def decision_modal(
+    kind: str, f: FindingView, private_metadata: str, *, wide: bool = True
+) -> dict[str, Any]:
+    """The reason (and expiry, scope) asked for before an Approve or an Ignore is applied.
+
+    Without `wide` the Ignore offers only this image or repository for a number of days: the
+    team-wide and until-fixed choices are for approvers (the submission is checked anyway).
+    """
     title = "Approve risk" if kind == "approve" else "Ignore finding"
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=finding_text(f, with_detail=False))),
@@ -378,7 +384,11 @@ def decision_modal(kind: str, f: FindingView, private_metadata: str) -> dict[str
                 element=StaticSelectElement(
                     action_id="value",
                     initial_option=Option(value="30", label=IGNORE_EXPIRY["30"]),
-                    options=[Option(value=v, label=t) for v, t in IGNORE_EXPIRY.items()],
+                    options=[
+                        Option(value=v, label=t)
+                        for v, t in IGNORE_EXPIRY.items()
+                        if wide or v != "fix"
+                    ],
                 ),
             )
         )
@@ -389,7 +399,11 @@ def decision_modal(kind: str, f: FindingView, private_metadata: str) -> dict[str
                 element=RadioButtonsElement(
                     action_id="value",
                     initial_option=Option(value="repository", label=IGNORE_SCOPE["repository"]),
-                    options=[Option(value=v, label=t) for v, t in IGNORE_SCOPE.items()],
+                    options=[
+                        Option(value=v, label=t)
+                        for v, t in IGNORE_SCOPE.items()
+                        if wide or v != "vulnerability"
+                    ],
                 ),
             )
         )

@@ -175,10 +175,14 @@ async def record_decision(
 
 
 async def decisions_of(session: AsyncSession, finding_ids: Sequence[int]) -> list[DecisionRow]:
+    """The decisions taken on these findings, for their messages: refused attempts stay in the
+    audit log only, so clicking a button one may not use never writes into the message."""
     if not finding_ids:
         return []
     rows = await session.execute(
-        select(DecisionRow).where(DecisionRow.finding_id.in_(finding_ids)).order_by(DecisionRow.id)
+        select(DecisionRow)
+        .where(DecisionRow.finding_id.in_(finding_ids), DecisionRow.action != "refused")
+        .order_by(DecisionRow.id)
     )
     return list(rows.scalars())
 

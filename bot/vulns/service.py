@@ -26,14 +26,19 @@ log = logging.getLogger(__name__)
 FREEZE_AFTER = 1_000
 
 
-def packages_of(facts: ImageFacts) -> list[Package]:
-    """Every platform's installed packages, each once."""
+def packages_of(facts: ImageFacts, limit: int | None = None) -> list[Package]:
+    """Every platform's installed packages, each once; with `limit`, at most `limit + 1` (more
+    than `limit` returned means the image has more than the cap, and they were not all read)."""
     found: dict[tuple[str, str, str, str | None], Package] = {}
     for platform in facts.platforms:
         if platform.filesystem is None:
             continue
-        for p in inventory(platform.filesystem, os_release(platform.filesystem)):
+        left = None if limit is None else limit + 1 - len(found)
+        fs = platform.filesystem
+        for p in inventory(fs, os_release(fs), left):
             found.setdefault((p.ecosystem, p.name, p.version, p.distro), p)
+        if limit is not None and len(found) > limit:
+            break
     return list(found.values())
 
 

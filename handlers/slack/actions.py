@@ -2,7 +2,10 @@
 
 Button values only point at a finding or message; `bot.decisions` re-reads it, checks the
 clicker, and decides. A refusal is an ephemeral message to the clicker (or an error in the
-modal), and nothing changes.
+modal), and nothing changes. Who may is checked twice for Approve and Ignore: at the click
+(before a modal opens) and again at the submission, which names its finding only through
+`private_metadata` and its scope through the submitted values, both of which a signed but
+crafted submission can set to anything.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import Core
+from bot.authz import Action
 from bot.decisions import Outcome
 from bot.slack import render
 from bot.slack.ids import ActionId, CallbackId
@@ -26,11 +30,11 @@ log = logging.getLogger(__name__)
 def register(app: AsyncApp, core: Core) -> None:
     async def approve(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        await _open_decision_modal("approve", body, client, core)
+        await _open_decision_modal(Action.APPROVE, body, client, core)
 
     async def ignore(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        await _open_decision_modal("ignore", body, client, core)
+        await _open_decision_modal(Action.IGNORE, body, client, core)
 
     async def patch(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -91,20 +95,26 @@ def register(app: AsyncApp, core: Core) -> None:
 
 
 async def _open_decision_modal(
-    kind: str, body: dict[str, Any], client: AsyncWebClient, core: Core
+    action: Action, body: dict[str, Any], client: AsyncWebClient, core: Core
 ) -> None:
+    """Open the modal for someone who may take `action` (for Ignore: at least the narrow one;
+    the team-wide and until-fixed choices are offered to those who may take them)."""
     finding_id = _int(_action(body).get("value"))
     user = _user(body)
     if finding_id is None or not user:
         await _tell(client, body, "This button is not valid any more.")
         return
-    allowed = await core.decisions.may_decide(finding_id, user)
+    allowed = await core.decisions.may_decide(finding_id, user, action)
     finding = await core.decisions.finding(finding_id) if allowed.ok else None
     if finding is None:
         await _tell(client, body, allowed.message or "This finding no longer exists.")
         return
+    wide = action is Action.APPROVE or await core.decisions.may(
+        finding_id, user, Action.IGNORE_WIDE
+    )
     meta = render.metadata(finding=finding_id)
-    view = render.decision_modal(kind, finding, meta)
+    kind = "approve" if action is Action.APPROVE else "ignore"
+    view = render.decision_modal(kind, finding, meta, wide=wide)
     await _call(client.views_open(trigger_id=body["trigger_id"], view=view))
 
 
@@ -112,7 +122,7 @@ async def _answer_modal(ack: AsyncAck, outcome: Outcome) -> None:
     if outcome.ok:
         await ack()
     else:
-        await ack(response_action="errors", errors={"reason": outcome.message[:150]})
+        await ack(response_action="errors", errors={"reason": outcome.modal_error[:150]})
 
 
 async def _tell(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:

@@ -136,7 +136,7 @@ async def home_view(core: Core, user: str) -> dict[str, Any]:
     teams: tuple[str, ...] = ()
     for t in core.settings.teams:
         people = (*t.approvers, *((t.oncall,) if t.oncall else ()))
-        if await core.approvers.is_approver(people, user):
+        if await core.permissions.is_listed(people, user):
             teams += (t.name,)
     found = await core.queries.open_findings(teams=teams or None, limit=40)
     title = ("Your teams: " + ", ".join(teams)) if teams else "All teams"

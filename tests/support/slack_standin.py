@@ -242,6 +242,7 @@ class SlackStandIn:
         bot_token: str = "xoxb-test",
         users: dict[str, str] | None = None,
         usergroups: dict[str, list[str]] | None = None,
+        channel_members: dict[str, list[str]] | None = None,
         epoch: float | None = None,
     ) -> None:
         self.bot_token = bot_token
@@ -269,6 +270,11 @@ class SlackStandIn:
         self.views: dict[str, dict[str, Any]] = {}
         #: channel ID -> the name it was first addressed by (without "#").
         self.channel_names: dict[str, str] = {}
+        #: channel ID -> member user IDs, answered by ``conversations.members``; the
+        #: constructor also takes ``#name`` keys (and makes those channels exist).
+        self.channel_members: dict[str, list[str]] = {
+            self.channel_id(k): list(v) for k, v in (channel_members or {}).items()
+        }
         #: TCP connections accepted so far: a client that keeps its connection alive opens one.
         self.connections = 0
 
@@ -297,6 +303,7 @@ class SlackStandIn:
             "chat.getPermalink": self._chat_get_permalink,
             "conversations.history": self._conversations_history,
             "conversations.list": self._conversations_list,
+            "conversations.members": self._conversations_members,
             "conversations.replies": self._conversations_replies,
             "views.open": self._views_open,
             "views.update": self._views_update,
@@ -1039,6 +1046,28 @@ class SlackStandIn:
             for cid in page
         ]
         return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": cursor}}
+
+    def _conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A channel's member user IDs, a page of ``limit`` at a time (Slack's default 100),
+        with an opaque cursor in ``response_metadata.next_cursor`` ("" on the last page)."""
+        channel = self._require_channel_id(args)
+        if channel not in self.channel_members and channel not in self.channel_names:
+            raise _ApiError("channel_not_found")
+        try:
+            limit = max(1, min(int(args.get("limit") or 100), 1000))
+        except ValueError:
+            raise _ApiError("invalid_limit") from None
+        members = self.channel_members.get(channel, [])
+        start = 0
+        if args.get("cursor"):
+            try:
+                wanted = base64.b64decode(str(args["cursor"])).decode().removeprefix("user:")
+                start = members.index(wanted)
+            except ValueError:
+                raise _ApiError("invalid_cursor") from None
+        page, rest = members[start : start + limit], members[start + limit :]
+        cursor = base64.b64encode(f"user:{rest[0]}".encode()).decode() if rest else ""
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": cursor}}
 
     def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel_id(args)

@@ -29,7 +29,14 @@ from handlers import falco
 from handlers.cli import JsonFormatter, setup_logging
 from handlers.registry.errors import Unauthorized
 from handlers.registry.intake import PROVIDERS
-from tests.conftest import SIGNING_SECRET, WEBHOOK_SECRET, make_settings, slack_section
+from tests.conftest import (
+    ADMISSION_AUTH,
+    FALCO_AUTH,
+    SIGNING_SECRET,
+    WEBHOOK_SECRET,
+    make_settings,
+    slack_section,
+)
 from tests.support.fake_registry import FakeRegistry
 from tests.support.slack_standin import (
     SlackStandIn,
@@ -561,9 +568,7 @@ async def test_non_approver_cannot_approve_through_a_crafted_view_submission(bot
                 "expiry": {
                     "value": {"type": "static_select", "selected_option": {"value": expiry}}
                 },
-                "scope": {
-                    "value": {"type": "radio_buttons", "selected_option": {"value": scope}}
-                },
+                "scope": {"value": {"type": "radio_buttons", "selected_option": {"value": scope}}},
             },
         )
         answer = await (await bot.post_slack(body, signed_headers(body, SIGNING_SECRET))).json()
@@ -605,8 +610,8 @@ ENDPOINTS = [
     pytest.param(
         "/hooks/registry/local", {"Authorization": f"Bearer {WEBHOOK_SECRET}"}, id="registry"
     ),
-    pytest.param("/hooks/falco", {}, id="falco"),
-    pytest.param("/hooks/k8s/admission", {}, id="admission"),
+    pytest.param("/hooks/falco", FALCO_AUTH, id="falco"),
+    pytest.param("/hooks/k8s/admission", ADMISSION_AUTH, id="admission"),
     pytest.param("/slack/events", None, id="slack-signed"),
     pytest.param("/slack/events", {}, id="slack-unsigned"),
 ]
@@ -673,8 +678,8 @@ async def test_a_50_mb_body_is_refused_early_with_413_without_growing_the_proces
             "Authorization": f"Bearer {WEBHOOK_SECRET}",
             "Content-Type": "application/json",
         },
-        "/hooks/falco": {"Content-Type": "application/json"},
-        "/hooks/k8s/admission": {"Content-Type": "application/json"},
+        "/hooks/falco": {**FALCO_AUTH, "Content-Type": "application/json"},
+        "/hooks/k8s/admission": {**ADMISSION_AUTH, "Content-Type": "application/json"},
         "/slack/events": {"Content-Type": "application/x-www-form-urlencoded"},
     }
     await hostile_client.get("/healthz")  # warm up

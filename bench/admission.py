@@ -47,7 +47,7 @@ from bot.app import Runtime, build, web_app  # noqa: E402
 from bot.checks.policy import Workload  # noqa: E402
 from bot.db import migrate  # noqa: E402
 from bot.store import inbox  # noqa: E402
-from tests.conftest import FIXTURES, make_settings  # noqa: E402
+from tests.conftest import ADMISSION_AUTH, FIXTURES, make_settings  # noqa: E402
 
 SEED = 20261203
 REVIEWS = 2_000
@@ -166,7 +166,7 @@ async def send(base_url: str, bodies: list[bytes]) -> tuple[list[float], int, in
     trace = aiohttp.TraceConfig()
     trace.on_connection_create_end.append(on_connect)
     latencies, warned = [], 0
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **ADMISSION_AUTH}
     clock = time.perf_counter
     connector = aiohttp.TCPConnector(limit=1, force_close=False)
     timeout = aiohttp.ClientTimeout(total=STALL_S)

@@ -102,6 +102,10 @@ url = "{db_url}"
 migrate_on_start = true
 [worker]
 concurrency = {workers}
+[admission]
+token = "admission-token"
+[falco]
+token = "falco-token"
 [[registries]]
 name = "local"
 kind = "distribution"

@@ -19,7 +19,7 @@ from aiohttp import web
 from bot.app import build, deliver_now, web_app
 from bot.checks.hygiene import run_image_checks
 from bot.clock import SystemClock
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, intake_problems, load_settings, open_intakes
 from bot.db import Database, migrate
 from bot.findings import Finding, Severity, worst_first
 from bot.images import ImageRef
@@ -76,6 +76,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import handlers
 
     settings = _settings(args)
+    if problems := intake_problems(settings):
+        raise ConfigError([*problems, "serve: refusing to start with unauthenticated intake"])
+    for endpoint in open_intakes(settings):
+        log.warning(
+            "%s accepts unauthenticated requests: anyone who reaches it can file events",
+            endpoint,
+        )
     runtime = build(settings, handlers.EDGES)
     log.info(
         "serving on %s:%d (database %s, slack %s)",
@@ -109,12 +116,21 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
 
 def _tls(settings: Settings) -> ssl.SSLContext | None:
-    """Kubernetes calls admission webhooks over HTTPS only: serve TLS when a cert is set."""
+    """Kubernetes calls admission webhooks over HTTPS only: serve TLS when a cert is set.
+
+    With `client_ca` the handshake asks for a client certificate and rejects one that CA did
+    not sign, but lets a client without one through (`CERT_OPTIONAL`): probes, Slack and the
+    registries share this listener, and the admission endpoint itself refuses a caller that
+    presented none.
+    """
     cert, key = settings.admission.tls_cert, settings.admission.tls_key
     if cert is None or key is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
+    if settings.admission.client_ca is not None:
+        context.load_verify_locations(cafile=settings.admission.client_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 
@@ -133,6 +149,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for line in exc.problems:
             print(line)
         return EXIT_ERROR
+    if problems := intake_problems(settings):
+        for line in problems:
+            print(line)
+        return EXIT_ERROR
+    for endpoint in open_intakes(settings):
+        print(f"warning: {endpoint} accepts unauthenticated requests")
     print(
         f"{path or 'defaults'}: ok ({len(settings.registries)} registries, "
         f"{len(settings.teams)} teams, slack {settings.slack.effective_mode.value})"
@@ -197,7 +219,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 async def _scan(settings: Settings, registry: Any, ref: ImageRef, args: argparse.Namespace) -> int:
-    client = RegistryClient(scan_layers=settings.checks.scan_layers)
+    client = RegistryClient(scan_layers=settings.checks.scan_layers, limits=settings.scan)
     if sys.stderr.isatty():
         client.progress = lambda line: print(f"\r{line:70}", end="", file=sys.stderr, flush=True)
     db = Database(settings.database)

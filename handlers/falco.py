@@ -3,6 +3,8 @@
 Both send one Falco event per request (`json_output: true`): `rule`, `priority`, `output`,
 `time`, `output_fields` with the Kubernetes fields when Falco runs with k8s metadata, and
 Falcosidekick adds a `uuid`, which is the dedup key; without one the body's hash is.
+A sender must present `Authorization: Bearer <[falco] token>`: a Falco alert can page on-call,
+so the endpoint is open only where `[falco] allow_unauthenticated = true` says so.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class FalcoEvent(BaseModel):
 
 
 def verify(headers: Mapping[str, str], token: str | None) -> None:
+    """`Authorization: Bearer <token>`, compared in constant time; None: the endpoint is open
+    (`allow_unauthenticated`), which the caller decides."""
     if token is None:
         return
     if not same_secret(headers.get("Authorization", ""), f"Bearer {token}"):
@@ -111,10 +115,16 @@ def mount(app: web.Application, core: Core) -> None:
     async def receive(request: web.Request) -> web.Response:
         if request.content_type not in ("application/json", ""):
             return json_error(415, f"unsupported content type {request.content_type!r}")
+        config = core.settings.falco
+        token = config.token.get_secret_value() if config.token is not None else ""
+        if not token and not config.allow_unauthenticated:
+            # Fail closed: `serve` refuses such a config; an app built without one still
+            # must not let anyone page on-call.
+            core.metrics.events_rejected.labels(SOURCE, "401").inc()
+            return json_error(401, "no [falco] token is configured, so every alert is refused")
         body = await request.read()
-        token = core.settings.falco.token
         try:
-            verify(request.headers, token.get_secret_value() if token else None)
+            verify(request.headers, token or None)
             alert = parse(request.headers, body)
         except Unauthorized as exc:
             core.metrics.events_rejected.labels(SOURCE, "401").inc()

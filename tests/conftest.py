@@ -23,6 +23,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"
 WEBHOOK_SECRET = "test-token"
+#: Intake is authenticated by default: every test app has these, and sends them.
+ADMISSION_TOKEN = "test-admission-token"
+FALCO_TOKEN = "test-falco-token"
+ADMISSION_AUTH = {"Authorization": f"Bearer {ADMISSION_TOKEN}"}
+FALCO_AUTH = {"Authorization": f"Bearer {FALCO_TOKEN}"}
 
 
 def _require_services() -> None:
@@ -86,9 +91,12 @@ async def slack() -> AsyncIterator[SlackStandIn]:
 
 
 def make_settings(database_url: str, **sections: Any) -> Settings:
-    """Settings for a test: one `local` distribution registry unless `registries` is given."""
+    """Settings for a test: one `local` distribution registry unless `registries` is given, and
+    the admission and Falco endpoints behind ADMISSION_TOKEN and FALCO_TOKEN."""
     data: dict[str, Any] = {
         "database": {"url": database_url, "migrate_on_start": False},
+        "admission": {"token": ADMISSION_TOKEN},
+        "falco": {"token": FALCO_TOKEN},
         "slack": {"mode": "dry-run", "fallback_channel": "#fallback", "coalesce_seconds": 0},
         "worker": {"poll_interval": 0.05, "retry_backoff": 0.05},
         "registries": [

@@ -18,7 +18,7 @@ from bot.app import build, web_app
 from bot.checks.policy import RULES
 from bot.models import Suppression, TrackedFinding
 from bot.store import inbox, outbox
-from tests.conftest import make_settings, slack_section
+from tests.conftest import ADMISSION_AUTH, make_settings, slack_section
 from tests.support.slack_standin import SlackStandIn
 
 REVIEW = json.loads(
@@ -58,7 +58,7 @@ async def webhook(aiohttp_client: Callable[..., Any], sqlite_url: str) -> AsyncI
 
 
 async def _review(client: Any, review: dict[str, Any]) -> dict[str, Any]:
-    resp = await client.post("/hooks/k8s/admission", json=review)
+    resp = await client.post("/hooks/k8s/admission", json=review, headers=ADMISSION_AUTH)
     assert resp.status == 200
     body = await resp.json()
     assert body["apiVersion"] == "admission.k8s.io/v1" and body["kind"] == "AdmissionReview"
@@ -156,7 +156,9 @@ async def test_enforce_denies_an_image_with_an_unapproved_critical_fixable_findi
 async def test_malformed_reviews_get_400(webhook: Any, body: bytes) -> None:
     client = await webhook("audit")
     resp = await client.post(
-        "/hooks/k8s/admission", data=body, headers={"Content-Type": "application/json"}
+        "/hooks/k8s/admission",
+        data=body,
+        headers={"Content-Type": "application/json", **ADMISSION_AUTH},
     )
     assert resp.status == 400 and "error" in await resp.json()
 

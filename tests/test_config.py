@@ -14,6 +14,10 @@ GOOD = """
 port = 9000
 [slack]
 fallback_channel = "#sec"
+[admission]
+token = "admission-token"
+[falco]
+token = "falco-token"
 [[registries]]
 name = "local"
 kind = "distribution"

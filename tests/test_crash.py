@@ -45,6 +45,10 @@ retry_backoff = 0.1
 [worker]
 concurrency = 4
 poll_interval = 0.1
+[admission]
+token = "admission-token"
+[falco]
+token = "falco-token"
 [[registries]]
 name = "local"
 kind = "distribution"

@@ -475,6 +475,10 @@ max_retry_backoff = 1
 [worker]
 concurrency = {concurrency}
 poll_interval = 0.1
+[admission]
+token = "admission-token"
+[falco]
+token = "falco-token"
 [[registries]]
 name = "local"
 kind = "distribution"

@@ -40,7 +40,13 @@ from handlers.registry import (
     quay,
 )
 from handlers.registry.errors import MalformedPayload
-from tests.conftest import SIGNING_SECRET, make_settings, slack_section
+from tests.conftest import (
+    ADMISSION_AUTH,
+    FALCO_AUTH,
+    SIGNING_SECRET,
+    make_settings,
+    slack_section,
+)
 from tests.support.json_paths import paths, replace
 from tests.support.seed import seed_push
 from tests.support.slack_standin import APP_ID, TEAM_ID, SlackStandIn, block_actions_body
@@ -513,7 +519,9 @@ async def test_registry_endpoints_never_answer_500(
     | mutated(_samples(FIXTURES / "falco")).map(lambda s: _dump(s[1]))
 )
 async def test_falco_endpoint_never_answers_500(app: Any, body: bytes) -> None:
-    resp = await app.post("/hooks/falco", data=body, headers={"Content-Type": "application/json"})
+    resp = await app.post(
+        "/hooks/falco", data=body, headers={**FALCO_AUTH, "Content-Type": "application/json"}
+    )
     _assert_not_500(resp.status, await resp.text(), f"falco {body[:200]!r}")
 
 
@@ -526,7 +534,9 @@ async def test_falco_endpoint_never_answers_500(app: Any, body: bytes) -> None:
 )
 async def test_admission_endpoint_never_answers_500(app: Any, body: bytes) -> None:
     resp = await app.post(
-        "/hooks/k8s/admission", data=body, headers={"Content-Type": "application/json"}
+        "/hooks/k8s/admission",
+        data=body,
+        headers={**ADMISSION_AUTH, "Content-Type": "application/json"},
     )
     _assert_not_500(resp.status, await resp.text(), f"admission {body[:200]!r}")
 

@@ -408,6 +408,11 @@ class Checks(Section):
     max_age_days: int = Field(180, ge=1)
     #: Re-grade checks for everyone: {"mutable-tag" = "medium"}; a team's `severities` wins.
     severities: dict[str, SeverityName] = {}
+    #: Packages recorded and matched per image; past it a `scan-limit` finding. Real images
+    #: list hundreds to a few thousand (a full Ubuntu desktop ~2,500 dpkg entries, large
+    #: Python/Node images ~5,000-10,000); 20,000 leaves them room while a forged inventory
+    #: stays ~20 batches of rows (a few MB) instead of as many as a dpkg `status` can name.
+    max_packages_per_image: int = Field(20_000, ge=1)
 
 
 class Settings(BaseSettings):

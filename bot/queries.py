@@ -76,7 +76,7 @@ class Queries:
             ]
 
     async def latest_image(self, repository: str, tag: str | None) -> Image | None:
-        stmt = select(Image).where(Image.repository == repository)
+        stmt = select(Image).where(Image.repository == repository, Image.checked_at.is_not(None))
         if tag:
             stmt = stmt.where(Image.last_tag == tag)
         async with self._db.transaction() as s:

@@ -6,10 +6,14 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db import Database
 from bot.findings import Finding, Severity
-from bot.store import images, inbox, outbox
+from bot.models import ImagePackage
+from bot.store import cluster, images, inbox, outbox
+from bot.vulns.match import Package
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -266,3 +270,100 @@ async def test_times_come_back_timezone_aware(db: Database) -> None:
     async with db.transaction() as s:
         [row] = await inbox.failed(s)
     assert row.received_at == NOW and row.received_at.tzinfo is not None
+
+
+def _packages(n: int) -> list[Package]:
+    return [Package("Debian:12", f"pkg{i}", "1.0") for i in range(n)]
+
+
+async def _inventory(
+    db: Database, packages: list[Package], limit: int, batch: int
+) -> images.Inventory:
+    return await images.record_inventory(
+        db,
+        registry="local",
+        repository="team-a/app",
+        digest=DIGEST,
+        media_type=None,
+        packages=packages,
+        limit=limit,
+        now=NOW,
+        batch=batch,
+    )
+
+
+async def _package_rows(s: AsyncSession) -> int:
+    return int((await s.execute(select(func.count()).select_from(ImagePackage))).scalar_one())
+
+
+async def test_an_inventory_over_the_cap_is_recorded_as_far_as_the_cap_and_flagged(
+    db: Database,
+) -> None:
+    listed = _packages(25)
+    listed += listed[:5]  # the same packages read from a second platform: not counted twice
+    inventory = await _inventory(db, listed, limit=10, batch=4)
+    again = await _inventory(db, listed, limit=10, batch=4)  # the event runs again
+    async with db.transaction() as s:
+        rows = await images.packages_of(s, again.image_id)
+    assert inventory == again == images.Inventory(again.image_id, recorded=10, listed=25)
+    assert inventory.capped
+    assert [r.name for r in rows] == [f"pkg{i}" for i in range(10)]  # the first ten, once
+    assert images.PACKAGES_CAP == "max_packages_per_image"
+
+
+async def test_an_inventory_within_the_cap_is_recorded_whole_and_not_flagged(
+    db: Database,
+) -> None:
+    inventory = await _inventory(db, _packages(10), limit=10, batch=3)
+    async with db.transaction() as s:
+        assert len(await images.packages_of(s, inventory.image_id)) == 10
+    assert not inventory.capped
+
+
+async def test_an_image_is_not_known_before_its_push_commits_only_its_inventory(
+    db: Database,
+) -> None:
+    inventory = await _inventory(db, _packages(3), limit=10, batch=10)
+    async with db.transaction() as s:
+        before = await images.latest_per_repository(s)
+        known_before = await cluster.known_image(s, "local", "team-a/app", DIGEST)
+        image_id = await images.record_push(
+            s,
+            registry="local",
+            repository="team-a/app",
+            digest=DIGEST,
+            media_type=None,
+            tag="1",
+            actor=None,
+            now=NOW,
+        )
+    async with db.transaction() as s:
+        after = await images.latest_per_repository(s)
+        known_after = await cluster.known_image(s, "local", "team-a/app", DIGEST)
+    assert (before, known_before) == ([], False)
+    assert image_id == inventory.image_id
+    assert [i.id for i in after] == [image_id] and known_after
+
+
+async def test_package_batches_commit_one_by_one_and_intake_writes_between_them(
+    db: Database,
+) -> None:
+    """A large inventory must not hold the database: on SQLite its one write lock, which a
+    webhook's insert waits for (and gives up on: `database is locked`)."""
+    cap, batch = 5_000, 250
+    seen: list[int] = []  # package rows committed when each webhook insert committed
+    writing = asyncio.create_task(_inventory(db, _packages(cap + 1_000), limit=cap, batch=batch))
+    n = 0
+    while not writing.done():
+        n += 1
+        added = await inbox.add_committed(db.intake_engine, _events(f"hook{n}"), NOW, patience=2.0)
+        assert added == {("local", f"hook{n}")}
+        async with db.transaction() as s:
+            seen.append(await _package_rows(s))
+    inventory = await writing
+    async with db.transaction() as s:
+        assert await inbox.counts(s) == {"pending": n}
+        assert len(await images.packages_of(s, inventory.image_id)) == cap
+    between = [c for c in seen if 0 < c < cap]
+    assert between, f"no webhook insert committed between two package batches: {seen}"
+    assert all(c % batch == 0 for c in between)  # whole batches, each committed by itself

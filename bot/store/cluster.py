@@ -77,7 +77,10 @@ async def known_image(session: AsyncSession, registry: str, repository: str, dig
     row = await session.execute(
         select(Image.id)
         .where(
-            Image.registry_name == registry, Image.repository == repository, Image.digest == digest
+            Image.registry_name == registry,
+            Image.repository == repository,
+            Image.digest == digest,
+            Image.checked_at.is_not(None),  # not one whose push is still being processed
         )
         .limit(1)
     )

@@ -50,7 +50,13 @@ class PermanentError(Exception):
 
 class EventHandler(Protocol):
     async def __call__(self, source: str, event: Event) -> Apply:
-        """Do the slow part (fetching) and return what to write; must not write itself."""
+        """Do the slow part (fetching) and return what to write.
+
+        It runs again whenever the event is retried and its writes are not rolled back with
+        the event's, so it writes only what is idempotent and invisible until the returned
+        write commits: an image's package inventory, `images.record_inventory`, committed a
+        batch at a time so that one large image does not hold the database.
+        """
         ...
 
 

@@ -48,7 +48,7 @@ FALCO_ALERT = {
 
 
 def privileged_review(uid: str) -> dict[str, Any]:
-    review = copy.deepcopy(REVIEW)
+    review: dict[str, Any] = copy.deepcopy(REVIEW)
     review["request"]["uid"] = uid
     review["request"]["namespace"] = "payments"
     spec = review["request"]["object"]["spec"]["template"]["spec"]

@@ -54,6 +54,7 @@ test-faults: system-deps $(VENV)/.installed-test
 fuzz: $(VENV)/.installed-test
 	$(BIN)/pip install -q atheris
 	$(BIN)/python tests/fuzz_parsers.py -runs=20000
+	CROWSNEST_FUZZ_ONLY=admission $(BIN)/python tests/fuzz_parsers.py -runs=100000
 
 bench: system-deps $(VENV)/.installed-test
 	$(BIN)/python bench/intake.py

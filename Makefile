@@ -34,8 +34,15 @@ system-deps:
 migrate: $(VENV)/.installed
 	$(BIN)/crowsnest migrate
 
+## Without a config of your own ($$CROWSNEST_CONFIG or ./crowsnest.toml) nothing authenticates
+## the admission and Falco endpoints, which serve refuses; for this local dry run they are served
+## open on loopback instead ([section] allow_unauthenticated), and the start-up log warns so.
 run: $(VENV)/.installed migrate
-	$(BIN)/crowsnest serve
+	@if [ -z "$$CROWSNEST_CONFIG" ] && [ ! -e crowsnest.toml ]; then \
+		export CROWSNEST_SERVER__HOST=127.0.0.1 CROWSNEST_ADMISSION__ALLOW_UNAUTHENTICATED=true \
+			CROWSNEST_FALCO__ALLOW_UNAUTHENTICATED=true; \
+	fi; \
+	exec $(BIN)/crowsnest serve
 
 check-config: $(VENV)/.installed
 	$(BIN)/crowsnest check-config

@@ -445,3 +445,25 @@ async def test_admission_over_mutual_tls_needs_a_client_certificate_from_client_
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_the_example_config_names_each_credential_to_set_and_passes_once_they_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = (REPO_ROOT / "config.example.toml").read_text()
+    config = tmp_path / "crowsnest.toml"
+    config.write_text(example)
+    assert main(["check-config", "--config", str(config)]) == 2
+    named = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert named == ["admission.token", "falco.token", "registries.0.webhook_secret"]
+    for key, path in (
+        ("token_file", "/run/secrets/falco-token"),
+        ("token_file", "/run/secrets/admission-token"),
+        ("webhook_secret_file", "/run/secrets/registry-webhook"),
+    ):
+        secret = tmp_path / path.rsplit("/", 1)[1]
+        secret.write_text("s3cret\n")
+        assert f'# {key} = "{path}"' in example
+        example = example.replace(f'# {key} = "{path}"', f'{key} = "{secret}"')
+    config.write_text(example)
+    assert main(["check-config", "--config", str(config)]) == 0, capsys.readouterr().out

@@ -794,7 +794,14 @@ async def test_patch_on_a_workload_finding_is_recorded(
     settings = make_settings(
         sqlite_url,
         slack=slack_section(slack),
-        teams=[{"name": "team-a", "channel": "#team-a", "namespaces": ["team-a"]}],
+        teams=[
+            {
+                "name": "team-a",
+                "channel": "#team-a",
+                "namespaces": ["team-a"],
+                "members": ["UOTHER1"],  # who may Patch
+            }
+        ],
     )
     client, runtime = await app_client(settings)
     pod = {
@@ -812,7 +819,7 @@ async def test_patch_on_a_workload_finding_is_recorded(
         "kind": "AdmissionReview",
         "request": {"uid": "u-1", "namespace": "team-a", "operation": "CREATE", "object": pod},
     }
-    resp = await client.post("/hooks/k8s/admission", json=review)
+    resp = await client.post("/hooks/k8s/admission", json=review, headers=ADMISSION_AUTH)
     assert resp.status == 200
     await slack.wait_for("chat.postMessage", 1, timeout=5)
     async with runtime.core.db.transaction() as s:

@@ -91,7 +91,7 @@ def build(
     metrics = Metrics()
     db = Database(settings.database)
     intake = Intake(db, metrics, clock, settings.server.intake_timeout)
-    registry_client = RegistryClient(scan_layers=settings.checks.scan_layers)
+    registry_client = RegistryClient(scan_layers=settings.checks.scan_layers, limits=settings.scan)
     slack_client, bolt = _slack(settings)
     poster: Poster = (
         WebApiPoster(slack_client, metrics)
@@ -129,6 +129,7 @@ def build(
             clock,
             announcer,
             Vulnerabilities(db, freeze_after=FREEZE_AFTER),
+            db,
         ),
         settings.worker,
         metrics,

@@ -379,10 +379,15 @@ class Scan(Section):
     max_entries_per_image: int = Field(200_000, ge=1)
     #: Bytes of paths and link names kept per image (each path is at most 4,096 bytes).
     max_path_bytes_per_image: int = Field(16 * 1024 * 1024, ge=4096)
-    #: Installed packages read per image (dpkg, apk, rpm, language packages).
-    max_packages_per_image: int = Field(50_000, ge=1)
+    #: Installed packages read, recorded and matched per image. Real images list hundreds to
+    #: a few thousand (a full Ubuntu desktop ~2,500 dpkg entries, large Python/Node images
+    #: ~5,000-10,000); 20,000 leaves them room while a forged inventory stays ~20 batches of
+    #: rows (a few MB) instead of as many as a dpkg `status` can name.
+    max_packages_per_image: int = Field(20_000, ge=1)
     #: Memory, in bytes, that the recently read layers and images are cached in.
     cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    #: Images whose layers are read and checked at the same time (the rest wait their turn).
+    concurrent_scans: int = Field(2, ge=1)
 
 
 class Worker(Section):
@@ -408,11 +413,6 @@ class Checks(Section):
     max_age_days: int = Field(180, ge=1)
     #: Re-grade checks for everyone: {"mutable-tag" = "medium"}; a team's `severities` wins.
     severities: dict[str, SeverityName] = {}
-    #: Packages recorded and matched per image; past it a `scan-limit` finding. Real images
-    #: list hundreds to a few thousand (a full Ubuntu desktop ~2,500 dpkg entries, large
-    #: Python/Node images ~5,000-10,000); 20,000 leaves them room while a forged inventory
-    #: stays ~20 batches of rows (a few MB) instead of as many as a dpkg `status` can name.
-    max_packages_per_image: int = Field(20_000, ge=1)
 
 
 class Settings(BaseSettings):

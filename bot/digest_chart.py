@@ -7,13 +7,12 @@ backend switch, so it is safe in a running bot. The image is always 1000 x 500 p
 from __future__ import annotations
 
 import io
-
-from matplotlib.artist import Artist
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import StrMethodFormatter
+from typing import TYPE_CHECKING
 
 from bot.digest import BUCKET_LABELS, Digest, TeamDigest, severity_sort_key
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 WIDTH_IN, HEIGHT_IN, DPI = 10, 5, 100  # 1000 x 500 px
 SEVERITY_COLORS = {
@@ -61,7 +60,14 @@ def chart_buckets(digest: Digest, team: str | None = None) -> dict[str, list[int
 
 
 def chart_figure(digest: Digest, team: str | None = None) -> Figure:
-    """The two panels on a new Figure (for tests to inspect; `chart_png` renders it)."""
+    """The two panels on a new Figure (for tests to inspect; `chart_png` renders it).
+
+    matplotlib is imported on first use: with numpy it is about 55 MB that `serve` need not
+    hold until a digest is drawn."""
+    from matplotlib.artist import Artist
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
+
     fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
     weekly_ax, age_ax = fig.subplots(1, 2, width_ratios=(3, 2))
     who = "all teams" if team is None else team
@@ -136,6 +142,8 @@ def chart_figure(digest: Digest, team: str | None = None) -> Figure:
 def chart_png(digest: Digest, team: str | None = None) -> bytes:
     """The chart as PNG bytes, 1000 x 500 px (`team` None: all teams together)."""
     fig = chart_figure(digest, team)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})

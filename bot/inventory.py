@@ -212,12 +212,26 @@ def _purl(
 # --- dpkg ----------------------------------------------------------------------------------------
 
 
+def _lines(text: str) -> Iterator[str]:
+    """`text.splitlines()` for `\n` and `\r\n` line ends, one line at a time."""
+    start, end = 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        if stop < 0:
+            stop = end
+        yield text[start:stop].rstrip("\r")
+        start = stop + 1
+
+
 def _stanzas(text: str) -> Iterator[dict[str, str]]:
     """RFC 822-style paragraphs: `Key: value`, continuation lines indented, blank lines between
-    paragraphs. Keys keep their case; the first of a repeated key wins."""
+    paragraphs. Keys keep their case; the first of a repeated key wins.
+
+    Lines are read one at a time (not `splitlines()`): a status file of 16 MiB would otherwise
+    be a million strings at once."""
     fields: dict[str, str] = {}
     key: str | None = None
-    for line in text.splitlines():
+    for line in _lines(text):
         if not line.strip():
             if fields:
                 yield fields

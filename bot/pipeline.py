@@ -19,6 +19,7 @@ from bot.checks.policy import Workload, evaluate, parse_image
 from bot.checks.team import graded, unsigned, untrusted_base
 from bot.clock import Clock
 from bot.config import Registry, Settings, Team
+from bot.db import Database
 from bot.events import (
     Event,
     ImageDeleted,
@@ -64,8 +65,11 @@ class Pipeline:
         clock: Clock,
         announcer: Announcer,
         vulns: Vulnerabilities,
+        db: Database,
     ) -> None:
         self._settings = settings
+        self._db = db
+        self._scans = asyncio.Semaphore(settings.scan.concurrent_scans)
         self._vulns = vulns
         self._announcer = announcer
         self._client = registry_client
@@ -246,9 +250,15 @@ class Pipeline:
         await self._announcer.record_runtime(session, event, route.team, channel, self._clock.now())
 
     async def _pushed(self, event: ImagePushed) -> Apply:
+        """Read, check and inventory the image, a few images at a time (`concurrent_scans`):
+        what one image holds in memory is bounded by the scan caps, so this bounds the sum."""
         registry = self._settings.registry(event.registry)
         if registry is None:
             raise PermanentError(f"registry {event.registry!r} is no longer configured")
+        async with self._scans:
+            return await self._scan_pushed(event, registry)
+
+    async def _scan_pushed(self, event: ImagePushed, registry: Registry) -> Apply:
         try:
             reference = event.digest or event.tag
             assert reference is not None
@@ -261,6 +271,16 @@ class Pipeline:
         team = self._settings.team(route.team)
         facts, packages = await asyncio.to_thread(self._inventory_of, facts)
         findings = await self._findings(registry, facts, team, packages)
+        await images.record_inventory(
+            self._db,
+            registry=event.registry,
+            repository=event.repository,
+            digest=facts.digest,
+            media_type=facts.media_type,
+            packages=packages,
+            limit=self._settings.scan.max_packages_per_image,
+            now=self._clock.now(),
+        )
         push = Push(
             context=render.PushContext(
                 registry=registry.name,
@@ -276,7 +296,7 @@ class Pipeline:
             channel=route.channel,
             critical_channel=team.critical_channel if team else None,
         )
-        return partial(self._record_push, event, facts, findings, packages, push)
+        return partial(self._record_push, event, facts.media_type, facts.digest, findings, push)
 
     def _inventory_of(self, facts: ImageFacts) -> tuple[ImageFacts, list[Package]]:
         """The image's packages up to `max_packages_per_image`; past it, the facts carry the
@@ -331,33 +351,32 @@ class Pipeline:
     async def _record_push(
         self,
         event: ImagePushed,
-        facts: ImageFacts,
+        media_type: str,
+        digest: str,
         findings: list[Finding],
-        packages: list[Package],
         push: Push,
         session: AsyncSession,
     ) -> None:
+        """The push, its findings and its message, with the event's `done`; its packages were
+        written before, in batches (`images.record_inventory`), and show from this commit."""
         now = self._clock.now()
         image_id = await images.record_push(
             session,
             registry=event.registry,
             repository=event.repository,
-            digest=facts.digest,
-            media_type=facts.media_type,
+            digest=digest,
+            media_type=media_type,
             tag=event.tag,
             actor=event.actor,
             now=now,
         )
-        # One digest pushed under several tags in one transaction: its findings and packages
-        # are inserted once.
+        # One digest pushed under several tags in one transaction: its findings are inserted
+        # once.
         memo = transaction_memo(session)
         recorded: set[tuple[str, str]] = memo.setdefault(("findings", image_id), set())
         fresh = [f for f in findings if (f.check_id, f.package or "") not in recorded]
         await images.record_findings(session, image_id, fresh, now)
         recorded.update((f.check_id, f.package or "") for f in fresh)
-        if ("packages", image_id) not in memo:
-            await images.record_packages(session, image_id, packages)
-            memo[("packages", image_id)] = True
         await self._announcer.record_push(session, push, findings, now)
 
     async def _deleted(self, event: ImageDeleted, session: AsyncSession) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -278,29 +278,6 @@ async def _insert_packages(
                 index_elements=["image_id", "ecosystem", "name", "version"]
             ),
             rows,
-        )
-
-
-async def record_packages(session: AsyncSession, image_id: int, packages: Sequence[Any]) -> None:
-    """The image's package inventory (ecosystem, name, version, purl, distro), stored once,
-    in the caller's transaction: uncapped and all at once, so only for small inventories;
-    a pushed image's goes through `record_inventory`."""
-    rows = [
-        {
-            "image_id": image_id,
-            "ecosystem": p.ecosystem[:64],
-            "name": p.name[:255],
-            "version": p.version[:128],
-            "purl": (p.purl or None) and p.purl[:512],
-            "distro": p.distro,
-        }
-        for p in packages
-    ]
-    for start in range(0, len(rows), 500):
-        await session.execute(
-            insert(session, ImagePackage)
-            .values(rows[start : start + 500])
-            .on_conflict_do_nothing(index_elements=["image_id", "ecosystem", "name", "version"])
         )
 
 

@@ -36,13 +36,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
-from kubernetes_asyncio import client as k8s_client
-from kubernetes_asyncio.client import ApiClient
-from kubernetes_asyncio.config import incluster_config, kube_config
 
 from bot.cluster import (
     ClusterConfig,
@@ -52,6 +49,9 @@ from bot.cluster import (
     observe,
     spec_fingerprint,
 )
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,13 @@ async def load_api_client(config: ClusterConfig) -> ApiClient:
 
     The kubeconfig is never written back (`persist_config=False`): it is often a read-only
     mounted Secret, and refreshed tokens live in the returned client's configuration only.
+    kubernetes_asyncio is imported here, not at the top: its client costs about 50 MB, which
+    a bot watching no cluster should not carry.
     """
+    from kubernetes_asyncio import client as k8s_client
+    from kubernetes_asyncio.client import ApiClient
+    from kubernetes_asyncio.config import incluster_config, kube_config
+
     configuration = k8s_client.Configuration()
     if config.kubeconfig is not None:
         await kube_config.load_kube_config(

@@ -22,6 +22,8 @@ MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_OCI_LAYER_FOREIGN = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 REF_NAME = "org.opencontainers.image.ref.name"
 
 #: Every tar entry and the config "created" use this instant (2024-01-01T00:00:00Z).
@@ -63,6 +65,12 @@ class ImageSpec:
     os: str = "linux"
     variant: str | None = None
     extra_layers: Sequence[Mapping[str, bytes]] = ()
+    #: Layer blobs made by hand (gzip, or plain tar), stacked after the others: hostile tars
+    #: that `build_layer_tar` would never write.
+    raw_layers: Sequence[bytes] = ()
+    #: Foreign (non-distributable) layers listed in the manifest, stacked last, whose blobs
+    #: are never stored: their bytes, so the descriptor names a real digest.
+    foreign_layers: Sequence[bytes] = ()
     #: The config's "created" (RFC 3339); the default keeps digests stable across runs.
     created: str = FIXED_CREATED
 
@@ -168,6 +176,22 @@ class _Layout:
             history.append(
                 {"created": FIXED_CREATED, "created_by": f"tests/support/oci.py layer {n}"}
             )
+        for blob in spec.raw_layers:
+            gzipped = blob.startswith(b"\x1f\x8b")
+            diff_ids.append(sha256_digest(gzip.decompress(blob) if gzipped else blob))
+            layers.append(self.put(blob, MEDIA_OCI_LAYER_GZIP if gzipped else MEDIA_OCI_LAYER))
+            history.append({"created": FIXED_CREATED, "created_by": "hand-made layer"})
+        for blob in spec.foreign_layers:
+            diff_ids.append(sha256_digest(blob))
+            layers.append(
+                {
+                    "mediaType": MEDIA_OCI_LAYER_FOREIGN,
+                    "digest": sha256_digest(blob),
+                    "size": len(blob),
+                    "urls": ["https://foreign.invalid/layer.tar"],
+                }
+            )
+            history.append({"created": FIXED_CREATED, "created_by": "foreign layer"})
 
         run_config: dict[str, Any] = {"Env": list(spec.env)}
         if spec.user:

@@ -444,6 +444,9 @@ def _registry_config(
             "secret": "crowsnest-test-http-secret",
             "headers": {"X-Content-Type-Options": ["nosniff"]},
         },
+        # Foreign layers (blobs the registry does not hold, fetched from their `urls`) are
+        # accepted, as on registries that serve Windows bases: the bot must cope with them.
+        "validation": {"manifests": {"urls": {"allow": ["^https?://"]}}},
     }
     if notify_url:
         config["notifications"] = {

@@ -32,8 +32,8 @@ from tests.support.slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.services
 
-ADMISSION_TOKEN = "admission-test-token"  # noqa: S105
-FALCO_TOKEN = "falco-test-token"  # noqa: S105
+ADMISSION_TOKEN = "admission-test-token"
+FALCO_TOKEN = "falco-test-token"
 PROBE_BUDGET = 1.0
 RSS_BUDGET_KB = 300 * 1024
 KUBE = Path(__file__).parent / "fixtures/kubernetes/kube-review-deployment-create.json"

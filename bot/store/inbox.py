@@ -27,6 +27,8 @@ class NewEvent:
     dedup_key: str
     event_type: str
     payload: str
+    #: Not to be claimed before this (a retry scheduled by the pipeline); None: at once.
+    available_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,17 @@ def _insert_sql(dialect: str, rows: int) -> str:
 
 
 def _insert_params(dialect: Dialect, events: Sequence[NewEvent], now: datetime) -> tuple[Any, ...]:
-    stamp: Any = UTCDateTime().process_bind_param(now, dialect)
-    if dialect.name == "sqlite":
-        stamp = stamp.isoformat(sep=" ", timespec="microseconds")  # SQLAlchemy's own format
+    def bind(at: datetime) -> Any:
+        stamp: Any = UTCDateTime().process_bind_param(at, dialect)
+        if dialect.name == "sqlite":
+            stamp = stamp.isoformat(sep=" ", timespec="microseconds")  # SQLAlchemy's own format
+        return stamp
+
+    received = bind(now)
     params: list[Any] = []
     for e in events:
-        params += (e.source, e.dedup_key, e.event_type, e.payload, stamp, stamp, PENDING, 0)
+        available = received if e.available_at is None else bind(e.available_at)
+        params += (e.source, e.dedup_key, e.event_type, e.payload, received, available, PENDING, 0)
     return tuple(params)
 
 

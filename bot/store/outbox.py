@@ -159,6 +159,14 @@ async def add_update(
     await session.execute(stmt)
 
 
+async def post_by_key(session: AsyncSession, key: str) -> SlackMessage | None:
+    """The top-level message stored under `key`, if any."""
+    found = await session.execute(
+        select(SlackMessage).where(SlackMessage.key == key, SlackMessage.kind == "post")
+    )
+    return found.scalar_one_or_none()
+
+
 async def exists(session: AsyncSession, key: str) -> bool:
     row = await session.execute(select(SlackMessage.id).where(SlackMessage.key == key))
     return row.scalar_one_or_none() is not None

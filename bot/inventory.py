@@ -441,7 +441,7 @@ def _rpm_blobs(data: bytes) -> list[bytes]:
 
 def _rpm(fs: Filesystem, osr: Mapping[str, str]) -> Iterator[Package]:
     data = next((d for p in sorted(RPMDB_PATHS) if (d := fs.read(p)) is not None), None)
-    if data is None:
+    if not data:  # an empty file is no database (and `deserialize(b"")` raises MemoryError)
         return
     distro = _rpm_distro(osr)
     for blob in _rpm_blobs(data):

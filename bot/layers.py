@@ -611,6 +611,8 @@ def _number(field_: bytes, what: str) -> int:
     text = field_.split(b"\0", 1)[0].strip(b" \0")
     if not text:
         return 0
+    if text.strip(b"01234567"):  # octal digits only: int() also takes "-1", "+7", "0o7", "1_0"
+        raise LayerError(f"bad {what} {text[:20]!r} in a tar header")
     try:
         return int(text, 8)
     except ValueError:
@@ -1229,7 +1231,9 @@ class LayerReader:
         if start.startswith(_GZIP_MAGIC):
             self._compression = "gzip"
             self._codec = _Gunzip(self._tar_bytes)
-        elif start.startswith(_ZSTD_MAGIC):
+        elif start.startswith(_ZSTD_MAGIC) or (
+            int.from_bytes(start[:4], "little") & ~0xF == _ZstdFrames._SKIPPABLE  # as runtimes
+        ):
             zstd = _zstd_module()
             if zstd is None:
                 raise LayerError(_NO_ZSTD)

@@ -20,6 +20,7 @@ from bot.layers import (
     GO_BUILDINFO_MAGIC,
     INVENTORY_MAX_TOTAL,
     INVENTORY_WANT,
+    RPMDB_PATHS,
     Capture,
     Filesystem,
     GoBuildInfoScanner,
@@ -751,3 +752,11 @@ def test_inventory_want_paths() -> None:
     assert inventory_want("usr/local/bin/tiny", 1000) is False
     assert inventory_want("usr/lib/x86_64-linux-gnu/libc.so.6", 2_000_000) is False
     assert inventory_want("node_modules/.bin/package.json", 10) is False
+
+
+def test_an_empty_rpmdb_gives_nothing() -> None:
+    """Found by tests/fuzz_layers.py: `sqlite3.Connection.deserialize(b"")` raises MemoryError
+    (sqlite3_malloc64(0) is NULL), which made an image with an empty rpmdb.sqlite crash the
+    whole inventory."""
+    for path in sorted(RPMDB_PATHS):
+        assert packages(image({"etc/os-release": RHEL_OS, path: b""})) == []

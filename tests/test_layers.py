@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import random
 import tarfile
 import tracemalloc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bot.layers as layers
@@ -30,6 +31,7 @@ from bot.layers import (
     parse_os_release,
     read_layer,
 )
+from tests.support import tarfuzz
 from tests.support.oci import build_layer_tar
 
 LONG_DIR = "opt/" + "/".join(["deeply-nested-directory-name"] * 5)  # > 100 characters
@@ -637,3 +639,67 @@ def test_damaged_layers_fail_only_with_layer_error(
         data[at % len(data)] ^= xor
     with contextlib.suppress(LayerError):
         feed_in(bytes(data), [997])
+
+
+# --- found by fuzzing (tests/fuzz_layers.py) ---------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("field", ["size", "mode"])
+@pytest.mark.parametrize("number", [b"-1000", b"-1", b"+17", b"0o17", b"1_0", b"17 "])
+def test_tar_numbers_are_octal_digits_only(field: str, number: bytes) -> None:
+    """`int(text, 8)` also takes a sign, `0o` and underscores. A size of "-1000" (-512) made
+    the parser step back over the header it had just read and read it again, forever: a
+    1.5 KB layer hung its worker thread. Like Go's archive/tar, only octal digits (and the
+    padding spaces and NULs) are a number."""
+    block = tarfuzz.header(b"loop")
+    at = {"size": 124, "mode": 100}[field]
+    width = {"size": 12, "mode": 8}[field]
+    block[at : at + width] = number.ljust(width, b"\0")
+    tarfuzz.set_checksum(block)
+    data = bytes(block) + tarfuzz.END
+    if number == b"17 ":  # trailing padding is fine
+        assert read_layer(data).entries[0].path == "loop"
+        return
+    with pytest.raises(LayerError, match=f"bad {field}"):
+        read_layer(data)
+
+
+def test_zstd_starting_with_a_skippable_frame_is_zstd() -> None:
+    """containerd and moby take a blob that starts with a zstd skippable frame for zstd;
+    the reader took it for a plain tar and failed, so the layer went unscanned."""
+    zstandard = pytest.importorskip("zstandard")
+    skippable = (0x184D2A5A).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc"
+    blob = skippable + zstandard.ZstdCompressor().compress(SAMPLES["pax"])
+    record = feed_in(blob, [3])
+    assert record.compression == "zstd"
+    assert record.entries == WHOLE["pax"].entries
+
+
+FUZZ_SEEDS = tarfuzz.seeds()
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    seed=st.sampled_from(sorted(FUZZ_SEEDS)),
+    rnd=st.randoms(use_true_random=False),
+    rounds=st.integers(1, 4),
+)
+def test_structured_mutations_of_real_layers_fail_only_with_layer_error(
+    seed: str, rnd: random.Random, rounds: int
+) -> None:
+    """The atheris target's contract (`tarfuzz.exercise`) on real layers (ustar, GNU long
+    names, pax, old GNU sparse, whiteouts, links, package databases; plain, gzip, zstd)
+    changed where the parser decides things: header fields with the checksum recomputed, pax
+    records and their lengths, members inserted, dropped or repeated, the stream cut, the
+    compression changed. Only `LayerError` may come out of the reader, the record keeps its
+    caps and equals a whole-blob read, and merge, lookup, read and inventory never raise."""
+    data = FUZZ_SEEDS[seed]
+    for _ in range(rounds):
+        data = tarfuzz.mutate(data, rnd, 1 << 16)
+    tarfuzz.exercise(data)

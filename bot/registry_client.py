@@ -366,25 +366,35 @@ class RegistryClient:
         )
         hasher = hashlib.sha256()
 
-        def take(chunk: bytes) -> None:
-            hasher.update(chunk)
-            reader.feed(chunk)
+        def take(chunks: list[bytes]) -> None:
+            for chunk in chunks:
+                hasher.update(chunk)
+                reader.feed(chunk)
 
         path = f"/v2/{repository}/blobs/{digest}"
         working: asyncio.Future[None] | None = None
+        batch: list[bytes] = []
+        batched = 0
         try:
             async with self._open(registry, repository, path, {}, budget.seconds_left()) as resp:
                 read = 0
                 async for chunk in resp.content.iter_chunked(_CHUNK):
                     budget.spend(len(chunk))
-                    if working is not None:
-                        await working
-                    working = asyncio.ensure_future(asyncio.to_thread(take, chunk))
+                    batch.append(chunk)
+                    batched += len(chunk)
                     read += len(chunk)
                     if self.progress is not None and read % (4 << 20) < len(chunk):
                         self.progress(f"layer {digest[7:19]}: {read / 1e6:.0f} MB")
+                    if batched < _BATCH and (working is None or not working.done()):
+                        continue  # the thread is busy: hand it more at once, fewer hops
+                    if working is not None:
+                        await working
+                    working = asyncio.ensure_future(asyncio.to_thread(take, batch))
+                    batch, batched = [], 0
                 if working is not None:
                     await working
+                if batch:
+                    await asyncio.to_thread(take, batch)
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise _transient(registry, path, exc) from None
         finally:
@@ -556,6 +566,7 @@ def _platform_config(config: dict[str, Any], manifest_digest: str, platform: Any
 
 
 _CHUNK = 256 * 1024
+_BATCH = 1024 * 1024  # most bytes waiting for the decoding thread (bounds memory too)
 
 
 def _discard(future: asyncio.Future[None]) -> None:

@@ -35,6 +35,7 @@ import importlib
 import io
 import json
 import re
+import weakref
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -68,6 +69,7 @@ ENTRY_OVERHEAD = 240
 
 _BLOCK = 512
 _OUT_STEP = 256 * KiB  # most decompressed bytes produced by one decompression call
+_ZSTD_IN_STEP = 4 * KiB  # compressed bytes per zstd write (at most ~128 MiB out)
 _MAX_META = 1 * MiB  # largest pax or GNU long-name record
 _MAX_SYMLINK_HOPS = 40
 _INDEX_OVERHEAD = 100  # one `present` slot: dict entry and hash
@@ -1102,26 +1104,43 @@ class _Unzstd:
     in bounded pieces as it is produced."""
 
     class _Sink:
+        """Holds the reader's method weakly: zstandard's writer, which holds this sink, is
+        invisible to the cycle collector, so a strong reference would leak the reader. Never
+        raises into the writer either (it leaks its output buffer when the sink raises): the
+        first error is kept, later output dropped, and `feed` raises it."""
+
         def __init__(self, out: Callable[[bytes], None]) -> None:
-            self._out = out
+            self._out = weakref.WeakMethod(out)
+            self.error: Exception | None = None
+            self.failed = False
 
         def write(self, data: bytes) -> int:
-            self._out(bytes(data))
+            out = self._out()
+            if out is not None and not self.failed:
+                try:
+                    out(bytes(data))
+                except Exception as e:  # re-raised by `feed`
+                    self.failed, self.error = True, e
             return len(data)
 
     def __init__(self, zstd: Any, out: Callable[[bytes], None]) -> None:
         self._zstd = zstd
         self._frames = _ZstdFrames()
+        self._sink = self._Sink(out)
         self._writer = zstd.ZstdDecompressor().stream_writer(
-            self._Sink(out), write_size=_OUT_STEP, write_return_read=True, closefd=False
+            self._sink, write_size=_OUT_STEP, write_return_read=True, closefd=False
         )
 
     def feed(self, data: bytes) -> None:
         self._frames.feed(data)
-        try:
-            self._writer.write(data)
-        except self._zstd.ZstdError as e:
-            raise LayerError(f"corrupt zstd data: {e}") from None
+        for at in range(0, len(data), _ZSTD_IN_STEP):  # small steps: stop soon after an error
+            try:
+                self._writer.write(data[at : at + _ZSTD_IN_STEP])
+            except self._zstd.ZstdError as e:
+                raise LayerError(f"corrupt zstd data: {e}") from None
+            error, self._sink.error = self._sink.error, None  # its traceback holds the reader
+            if error is not None:
+                raise error
 
     def close(self) -> None:
         if not self._frames.at_boundary:

@@ -707,15 +707,6 @@ def test_structured_mutations_of_real_layers_fail_only_with_layer_error(
     tarfuzz.exercise(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: every zstd LayerReader is leaked. reader -> _Unzstd -> zstandard's stream "
-    "writer -> _Sink -> reader._tar_bytes -> reader is a reference cycle through a C object "
-    "the cycle collector cannot see, so the reader, its decompression context and its "
-    "record (entries, kept content) are never freed, closed, failed or abandoned. Fix: "
-    "_Sink holds the reader's method weakly (weakref.WeakMethod). Found by fuzz_layers.py "
-    "(out of memory after ~6,000 runs).",
-)
 @pytest.mark.parametrize("how", ["closed", "failed", "tar-failed", "abandoned"])
 def test_a_zstd_reader_is_freed(how: str) -> None:
     zstandard = pytest.importorskip("zstandard")
@@ -737,15 +728,6 @@ def test_a_zstd_reader_is_freed(how: str) -> None:
     assert gone() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: zstandard's stream writer leaks its output buffer (write_size, 256 KiB) each "
-    "time the sink's write raises, and the sink raises whenever the tar inside a zstd layer "
-    "is bad (LayerError from _tar_bytes): 256 KiB lost per corrupt zstd layer. Fix: _Sink "
-    "keeps the first error and drops later output, _Unzstd.feed writes in small steps and "
-    "raises it after write() returns. Found by fuzz_layers.py (out of memory after ~20,000 "
-    "runs once the reader leak was fixed).",
-)
 def test_a_bad_tar_inside_zstd_leaks_nothing() -> None:
     zstandard = pytest.importorskip("zstandard")
     blob = zstandard.ZstdCompressor().compress(b"x" * 2_000_000)  # not a tar: fails at once

@@ -18,7 +18,7 @@ RUN groupadd --system --gid 10001 crowsnest \
  && useradd --system --uid 10001 --gid crowsnest --home-dir /app --shell /usr/sbin/nologin crowsnest \
  && mkdir -p /data /app && chown crowsnest:crowsnest /data
 COPY --from=build /opt/venv /opt/venv
-# bot/db.py finds the Alembic scripts at ../migrations from the package, which a wheel does not
+# bot/store/db.py finds the Alembic scripts at ../../migrations from the package, which a wheel does not
 # ship; so the runtime keeps the source tree's layout under /app, first on the path.
 COPY --chown=crowsnest:crowsnest bot /app/bot
 COPY --chown=crowsnest:crowsnest handlers /app/handlers

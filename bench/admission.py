@@ -42,11 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import handlers  # noqa: E402
-from bot.admission import seen_event  # noqa: E402
 from bot.app import Runtime, build, web_app  # noqa: E402
-from bot.checks.policy import Workload  # noqa: E402
-from bot.db import migrate  # noqa: E402
+from bot.cluster.admission import seen_event  # noqa: E402
+from bot.cluster.policy import Workload  # noqa: E402
 from bot.store import inbox  # noqa: E402
+from bot.store.db import migrate  # noqa: E402
 from tests.conftest import ADMISSION_AUTH, FIXTURES, make_settings  # noqa: E402
 
 SEED = 20261203
@@ -82,22 +82,33 @@ def variants(base: dict[str, Any]) -> list[dict[str, Any]]:
     spec["hostPID"] = True
     spec["volumes"] = [{"name": "sock", "hostPath": {"path": "/var/run/docker.sock"}}]
     spec["containers"][0]["volumeMounts"] = [{"name": "sock", "mountPath": "/var/run/docker.sock"}]
-    spec["initContainers"] = [{"name": "init", "image": "busybox:1.36",
-                               "command": ["sh", "-c", "true"]}]
+    spec["initContainers"] = [
+        {"name": "init", "image": "busybox:1.36", "command": ["sh", "-c", "true"]}
+    ]
     out.append(host)
 
     restricted = copy.deepcopy(base)
     spec = _pod_spec(restricted)
-    spec["securityContext"] = {"runAsNonRoot": True, "runAsUser": 10001,
-                               "seccompProfile": {"type": "RuntimeDefault"}}
+    spec["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     spec["automountServiceAccountToken"] = False
-    spec["containers"][0].update({
-        "image": f"ghcr.io/acme/web@{DIGEST}",
-        "resources": {"limits": {"cpu": "500m", "memory": "256Mi"},
-                      "requests": {"cpu": "100m", "memory": "128Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
-    })
+    spec["containers"][0].update(
+        {
+            "image": f"ghcr.io/acme/web@{DIGEST}",
+            "resources": {
+                "limits": {"cpu": "500m", "memory": "256Mi"},
+                "requests": {"cpu": "100m", "memory": "128Mi"},
+            },
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+    )
     out.append(restricted)
 
     pod = copy.deepcopy(base)
@@ -105,8 +116,12 @@ def variants(base: dict[str, Any]) -> list[dict[str, Any]]:
     template = req["object"]["spec"]["template"]
     req["kind"] = req["requestKind"] = {"group": "", "version": "v1", "kind": "Pod"}
     req["resource"] = req["requestResource"] = {"group": "", "version": "v1", "resource": "pods"}
-    req["object"] = {"kind": "Pod", "apiVersion": "v1", "metadata": template["metadata"],
-                     "spec": template["spec"]}
+    req["object"] = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": template["metadata"],
+        "spec": template["spec"],
+    }
     out.append(pod)
 
     cron = copy.deepcopy(base)
@@ -114,9 +129,12 @@ def variants(base: dict[str, Any]) -> list[dict[str, Any]]:
     template = req["object"]["spec"]["template"]
     template["spec"]["restartPolicy"] = "OnFailure"
     req["kind"] = req["requestKind"] = {"group": "batch", "version": "v1", "kind": "CronJob"}
-    req["object"] = {"kind": "CronJob", "apiVersion": "batch/v1", "metadata": {"name": "nginx"},
-                     "spec": {"schedule": "*/5 * * * *",
-                              "jobTemplate": {"spec": {"template": template}}}}
+    req["object"] = {
+        "kind": "CronJob",
+        "apiVersion": "batch/v1",
+        "metadata": {"name": "nginx"},
+        "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template}}},
+    }
     out.append(cron)
 
     update = copy.deepcopy(base)
@@ -194,8 +212,10 @@ def summary(latencies: list[float]) -> dict[str, float]:
 
 
 def line(label: str, s: dict[str, float]) -> str:
-    return (f"{label:38} p50 {s['p50']:6.2f} ms  p90 {s['p90']:6.2f} ms  p99 {s['p99']:6.2f} ms"
-            f"  max {s['max']:7.2f} ms")
+    return (
+        f"{label:38} p50 {s['p50']:6.2f} ms  p90 {s['p90']:6.2f} ms  p99 {s['p99']:6.2f} ms"
+        f"  max {s['max']:7.2f} ms"
+    )
 
 
 async def serve(app: web.Application) -> TestServer:
@@ -276,8 +296,11 @@ async def main_async(workdir: Path, url: str, count: int) -> bool:
     # Diagnostic: the same app and reviews on a fresh database, with no workers running.
     quiet_url = f"sqlite+aiosqlite:///{workdir / 'quiet.db'}"
     await asyncio.to_thread(migrate, quiet_url)
-    quiet = build(bot_settings(quiet_url, worker={"concurrency": 0}), handlers.EDGES,
-                  dry_run_out=io.StringIO())
+    quiet = build(
+        bot_settings(quiet_url, worker={"concurrency": 0}),
+        handlers.EDGES,
+        dry_run_out=io.StringIO(),
+    )
     server = await serve(web_app(quiet))
     try:
         await send(str(server.make_url("")), warm)
@@ -286,23 +309,26 @@ async def main_async(workdir: Path, url: str, count: int) -> bool:
         await server.close()
 
     b, c = summary(bare_lat), summary(bot_lat)
-    print(f"{count:,} AdmissionReviews in sequence over one keep-alive connection "
-          f"(after {WARMUP} warm-up ones); connections opened: bare {bare_conns}, "
-          f"crow's nest {bot_conns}")
+    print(
+        f"{count:,} AdmissionReviews in sequence over one keep-alive connection "
+        f"(after {WARMUP} warm-up ones); connections opened: bare {bare_conns}, "
+        f"crow's nest {bot_conns}"
+    )
     print(line("bare aiohttp echo handler:", b))
     print(line("crow's nest, audit mode:", c) + f"  ({c['p50'] / b['p50']:.1f}x bare at p50)")
     print(f"  {warned:,} of {count:,} answers carried warnings; all allowed (audit)")
     stored = sum(during.values())
-    print(f"  inbox right after the run: {stored:,} workload events stored, warm-up included "
-          f"(one per distinct workload and spec; the rest were duplicates), "
-          f"{during.get('done', 0):,} already checked by the workers meanwhile")
+    print(
+        f"  inbox right after the run: {stored:,} workload events stored, warm-up included "
+        f"(one per distinct workload and spec; the rest were duplicates), "
+        f"{during.get('done', 0):,} already checked by the workers meanwhile"
+    )
     print(line("diagnostic, the same with no workers:", summary(quiet_lat)))
     print("in-process parts, 300 new workloads, same runtime, workers running:")
     print(line("  verdict (parse, workload, policy):", summary(policy_lat)))
     print(line("  intake commit alone:", summary(intake_lat)))
     ok = c["p99"] < GOAL_P99_MS
-    print(f"goal p99 under {GOAL_P99_MS:.0f} ms: {'met' if ok else 'NOT met'} "
-          f"({c['p99']:.2f} ms)")
+    print(f"goal p99 under {GOAL_P99_MS:.0f} ms: {'met' if ok else 'NOT met'} ({c['p99']:.2f} ms)")
     return ok
 
 

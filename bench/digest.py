@@ -1,4 +1,4 @@
-"""Time `bot.digest.compute()` over 1,000,000 tracked findings of 50 teams.
+"""Time `bot.digest.compute.compute()` over 1,000,000 tracked findings of 50 teams.
 
 Goals: under 3 s on SQLite and under 2 s on PostgreSQL for the whole digest (every team). The
 history is generated with a fixed seed: two years of findings, most of them fixable, most of
@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from bot.config import Database as DatabaseSettings  # noqa: E402
 from bot.config import Digest as DigestSettings  # noqa: E402
-from bot.db import Database, migrate  # noqa: E402
-from bot.digest import Digest, compute  # noqa: E402
+from bot.digest.compute import Digest, compute  # noqa: E402
+from bot.store.db import Database, migrate  # noqa: E402
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 TEAMS = 50
@@ -227,7 +227,7 @@ async def time_compute(url: str) -> tuple[list[float], Digest, int]:
         async with db.transaction() as s:
             from sqlalchemy import func, select
 
-            from bot.models import TrackedFinding
+            from bot.store.models import TrackedFinding
 
             count = (await s.execute(select(func.count()).select_from(TrackedFinding))).scalar()
         for _ in range(RUNS):

@@ -130,9 +130,19 @@ async def wait_up(port: int, path: str = "/healthz", limit: float = 30) -> None:
 
 def wrk(port: int, lua: Path, seconds: int, connections: int) -> tuple[float, int, int, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua),
-         f"http://127.0.0.1:{port}/hooks/registry/local"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(lua),
+            f"http://127.0.0.1:{port}/hooks/registry/local",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -143,14 +153,25 @@ def wrk(port: int, lua: Path, seconds: int, connections: int) -> tuple[float, in
     return rate, total, int(bad.group(1)) if bad else 0, p99_ms
 
 
-def serve(workdir: Path, port: int, db_url: str, registry_url: str,
-          workers: int) -> subprocess.Popen[bytes]:
+def serve(
+    workdir: Path, port: int, db_url: str, registry_url: str, workers: int
+) -> subprocess.Popen[bytes]:
     cfg = workdir / "crowsnest.toml"
     cfg.write_text(config(port, db_url, registry_url, workers))
     return subprocess.Popen(
-        [sys.executable, "-m", "handlers.cli", "--log-level", "warning", "serve", "--config",
-         str(cfg)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(workdir / "serve.log").open("a"),
+        [
+            sys.executable,
+            "-m",
+            "handlers.cli",
+            "--log-level",
+            "warning",
+            "serve",
+            "--config",
+            str(cfg),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "serve.log").open("a"),
     )
 
 
@@ -189,8 +210,9 @@ class Phase:
         return self.total - self.bad
 
 
-def load(workdir: Path, db_url: str, registry_url: str, lua: Path, seconds: int, conns: int,
-         workers: int) -> tuple[Phase, subprocess.Popen[bytes]]:
+def load(
+    workdir: Path, db_url: str, registry_url: str, lua: Path, seconds: int, conns: int, workers: int
+) -> tuple[Phase, subprocess.Popen[bytes]]:
     """wrk against a fresh `crowsnest serve`; the server is left running for the caller."""
     port = free_port()
     proc = serve(workdir, port, db_url, registry_url, workers)
@@ -219,39 +241,54 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(30)
 
 
-def run_engine(engine: str, db_url: str, fresh: Any, workdir: Path, registry_url: str,
-               lua: Path, args: argparse.Namespace, bare_rate: float) -> tuple[bool, float]:
+def run_engine(
+    engine: str,
+    db_url: str,
+    fresh: Any,
+    workdir: Path,
+    registry_url: str,
+    lua: Path,
+    args: argparse.Namespace,
+    bare_rate: float,
+) -> tuple[bool, float]:
     """The three phases on one engine; `fresh()` gives an empty database for each."""
-    alone, proc = load(workdir, db_url, registry_url, lua, args.intake_seconds,
-                          args.connections, workers=0)
+    alone, proc = load(
+        workdir, db_url, registry_url, lua, args.intake_seconds, args.connections, workers=0
+    )
     stop(proc)
     stored = inbox_counts(db_url)
-    print(f"{engine:10} intake alone ({args.intake_seconds} s, no workers): {alone.rate:7.0f} "
-          f"events/s, ratio {alone.rate / bare_rate:4.2f} to bare, p99 {alone.p99:.1f} ms, "
-          f"non-2xx {alone.bad}, stored {stored['rows']} rows for {alone.accepted} 202s")
+    print(
+        f"{engine:10} intake alone ({args.intake_seconds} s, no workers): {alone.rate:7.0f} "
+        f"events/s, ratio {alone.rate / bare_rate:4.2f} to bare, p99 {alone.p99:.1f} ms, "
+        f"non-2xx {alone.bad}, stored {stored['rows']} rows for {alone.accepted} 202s"
+    )
     ok = stored["rows"] >= alone.accepted and stored["keys"] == stored["rows"]
 
     db_url = fresh()
-    deployed, proc = load(workdir, db_url, registry_url, lua, args.seconds,
-                             args.connections, workers=args.workers)
+    deployed, proc = load(
+        workdir, db_url, registry_url, lua, args.seconds, args.connections, workers=args.workers
+    )
     try:
         at_end = inbox_counts(db_url)
         counts, took = drain(db_url, args.drain_limit)
     finally:
         stop(proc)
     processed_during = at_end.get("done", 0)
-    print(f"{engine:10} as deployed ({args.seconds} s, {args.workers} workers): "
-          f"{deployed.rate:7.0f} events/s, ratio {deployed.rate / bare_rate:4.2f} to bare, "
-          f"p99 {deployed.p99:.1f} ms, non-2xx {deployed.bad}; processed meanwhile "
-          f"{processed_during} ({processed_during / args.seconds:.0f}/s)")
+    print(
+        f"{engine:10} as deployed ({args.seconds} s, {args.workers} workers): "
+        f"{deployed.rate:7.0f} events/s, ratio {deployed.rate / bare_rate:4.2f} to bare, "
+        f"p99 {deployed.p99:.1f} ms, non-2xx {deployed.bad}; processed meanwhile "
+        f"{processed_during} ({processed_during / args.seconds:.0f}/s)"
+    )
     done, failed = counts.get("done", 0), counts.get("failed", 0)
     left = counts["rows"] - done - failed
     drained = left == 0
-    print(f"{engine:10} drain: {took:.0f} s more; {counts['rows']} stored ({counts['keys']} "
-          f"distinct ids) for {deployed.accepted} 202s: {done} done, {failed} failed, "
-          f"{left} left{'' if drained else ' (drain limit reached)'}")
-    ok &= (drained and failed == 0 and counts["keys"] == counts["rows"]
-           and done >= deployed.accepted)
+    print(
+        f"{engine:10} drain: {took:.0f} s more; {counts['rows']} stored ({counts['keys']} "
+        f"distinct ids) for {deployed.accepted} 202s: {done} done, {failed} failed, "
+        f"{left} left{'' if drained else ' (drain limit reached)'}"
+    )
+    ok &= drained and failed == 0 and counts["keys"] == counts["rows"] and done >= deployed.accepted
     return ok, alone.rate
 
 
@@ -265,13 +302,21 @@ def event_loop() -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "60")),
-                   help="wrk's run for the bare handler and the deployed bot")
+    p.add_argument(
+        "--seconds",
+        type=int,
+        default=int(os.environ.get("BENCH_SECONDS", "60")),
+        help="wrk's run for the bare handler and the deployed bot",
+    )
     p.add_argument("--intake-seconds", type=int, default=15, help="the intake-alone run")
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--drain-limit", type=float, default=1800,
-                   help="seconds the drain may take; PostgreSQL works ~100 events/s per replica")
+    p.add_argument(
+        "--drain-limit",
+        type=float,
+        default=1800,
+        help="seconds the drain may take; PostgreSQL works ~100 events/s per replica",
+    )
     p.add_argument("--no-postgres", action="store_true")
     args = p.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # minutes-long phases
@@ -279,8 +324,12 @@ def main() -> int:
         print("wrk is not installed (make bench installs it)", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="crowsnest-bench-"))
-    registry = subprocess.Popen([sys.executable, "-c", REGISTRY, str(ROOT)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    registry = subprocess.Popen(
+        [sys.executable, "-c", REGISTRY, str(ROOT)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     pg = None
     try:
         assert registry.stdout is not None
@@ -296,28 +345,34 @@ def main() -> int:
         finally:
             bare.terminate()
             bare.wait(10)
-        print(f"bare aiohttp handler ({args.seconds} s, {event_loop()}): {bare_rate:7.0f} "
-              f"req/s, p99 {bare_p99:.1f} ms")
+        print(
+            f"bare aiohttp handler ({args.seconds} s, {event_loop()}): {bare_rate:7.0f} "
+            f"req/s, p99 {bare_p99:.1f} ms"
+        )
 
         counter = iter(range(1000))
 
         def fresh_sqlite() -> str:
             return f"sqlite+aiosqlite:///{workdir / f'bench-{next(counter)}.db'}"
 
-        ok, sqlite_rate = run_engine("sqlite", fresh_sqlite(), fresh_sqlite, workdir,
-                                     registry_url, lua, args, bare_rate)
+        ok, sqlite_rate = run_engine(
+            "sqlite", fresh_sqlite(), fresh_sqlite, workdir, registry_url, lua, args, bare_rate
+        )
         ratio = sqlite_rate / bare_rate
-        print(f"goal (issue 2) sqlite intake >= 2000 events/s: "
-              f"{'met' if sqlite_rate >= 2000 else 'NOT met'}; ratio >= 0.4: "
-              f"{'met' if ratio >= 0.4 else 'NOT met'} ({ratio:.2f})")
+        print(
+            f"goal (issue 2) sqlite intake >= 2000 events/s: "
+            f"{'met' if sqlite_rate >= 2000 else 'NOT met'}; ratio >= 0.4: "
+            f"{'met' if ratio >= 0.4 else 'NOT met'} ({ratio:.2f})"
+        )
         if not args.no_postgres:
             pg = server = start_postgres(workdir / "pg")
 
             def fresh_pg() -> str:  # `server`, not `pg`: that one may be None for the checker
                 return server.create_database(f"bench{next(counter)}")
 
-            pg_ok, _ = run_engine("postgresql", fresh_pg(), fresh_pg, workdir, registry_url,
-                                  lua, args, bare_rate)
+            pg_ok, _ = run_engine(
+                "postgresql", fresh_pg(), fresh_pg, workdir, registry_url, lua, args, bare_rate
+            )
             ok &= pg_ok
     finally:
         if registry.stdin:

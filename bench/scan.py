@@ -27,8 +27,9 @@ import asyncio, json, sys, time
 from datetime import UTC, datetime
 import aiohttp
 from bot.config import Registry, RegistryKind
-from bot.checks.hygiene import HygienePolicy, run_image_checks
-from bot.registry_client import RegistryClient, ACCEPT
+from bot.checks.base import HygienePolicy
+from bot.checks.hygiene import run_image_checks
+from bot.images.registry_client import RegistryClient, ACCEPT
 
 url, repo, tag, mode = sys.argv[1:5]
 reg = Registry(name="bench", kind=RegistryKind.DISTRIBUTION, url=url, max_blob_bytes=8 << 20)
@@ -78,7 +79,10 @@ asyncio.run(main())
 def measure(url: str, repo: str, tag: str, mode: str) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-c", MEASURE, url, repo, tag, mode],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
@@ -86,9 +90,13 @@ def measure(url: str, repo: str, tag: str, mode: str) -> dict[str, object]:
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="crowsnest-scan-bench-"))
     layers = [{f"opt/data/blob{n}.bin": os.urandom(LAYER_MB << 20)} for n in range(4)]
-    spec = ImageSpec(files={"etc/os-release": b"ID=alpine\nVERSION_ID=3.22.1\n",
-                            "opt/data/blob.bin": os.urandom(LAYER_MB << 20)},
-                     extra_layers=layers)
+    spec = ImageSpec(
+        files={
+            "etc/os-release": b"ID=alpine\nVERSION_ID=3.22.1\n",
+            "opt/data/blob.bin": os.urandom(LAYER_MB << 20),
+        },
+        extra_layers=layers,
+    )
     write_layout(work / "layout", {"big": spec})
     size = sum(p.stat().st_size for p in (work / "layout" / "blobs" / "sha256").iterdir())
     registry = start_registry(work / "registry", None)
@@ -101,8 +109,10 @@ def main() -> int:
         registry.stop()
     print(f"image: {size / 1e6:.0f} MB in 5 layers")
     print(f"bare streaming download: {base['wall']:.2f} s, +{base['added_mb']:.0f} MB")
-    print(f"scan with all checks:    {scan['wall']:.2f} s, +{scan['added_mb']:.0f} MB "
-          f"(ratio {float(scan['wall']) / float(base['wall']):.1f}x the download)")
+    print(
+        f"scan with all checks:    {scan['wall']:.2f} s, +{scan['added_mb']:.0f} MB "
+        f"(ratio {float(scan['wall']) / float(base['wall']):.1f}x the download)"
+    )
     print(f"findings: {', '.join(scan['findings'])}")  # type: ignore[arg-type]
     ok = float(scan["wall"]) < 2.0 and float(scan["added_mb"]) < 60
     print(f"goal under 2 s and under 60 MB added: {'met' if ok else 'NOT met'}")

@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 import handlers  # noqa: E402
 from bot.app import build, web_app  # noqa: E402
-from bot.db import migrate  # noqa: E402
 from bot.store import inbox, outbox  # noqa: E402
+from bot.store.db import migrate  # noqa: E402
 from tests.conftest import WEBHOOK_SECRET, make_settings, slack_section  # noqa: E402
 from tests.support.fake_registry import FakeRegistry  # noqa: E402
 from tests.support.slack_standin import SlackStandIn  # noqa: E402
@@ -36,8 +36,14 @@ async def storm(url: str) -> int:
     settings = make_settings(
         url,
         slack=slack_section(slack, coalesce_seconds=WINDOW),
-        registries=[{"name": "local", "kind": "distribution", "url": fake.url,
-                     "webhook_secret": WEBHOOK_SECRET}],
+        registries=[
+            {
+                "name": "local",
+                "kind": "distribution",
+                "url": fake.url,
+                "webhook_secret": WEBHOOK_SECRET,
+            }
+        ],
         teams=[{"name": "t", "channel": "#t", "repositories": ["storm/*"]}],
     )
     runtime = build(settings, handlers.EDGES)
@@ -47,11 +53,29 @@ async def storm(url: str) -> int:
     for i in range(PUSHES):
         repo = f"storm/svc{i % REPOS}"
         digest = fake.add_image(repo, f"1.{i}", {"config": {"User": ""}})
-        body = {"events": [{"id": f"e{i}", "action": "push", "actor": {}, "target": {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": repo,
-            "digest": digest, "tag": f"1.{i}"}}]}
-        resp = await client.post("/hooks/registry/local", data=json.dumps(body), headers={
-            "Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"})
+        body = {
+            "events": [
+                {
+                    "id": f"e{i}",
+                    "action": "push",
+                    "actor": {},
+                    "target": {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "repository": repo,
+                        "digest": digest,
+                        "tag": f"1.{i}",
+                    },
+                }
+            ]
+        }
+        resp = await client.post(
+            "/hooks/registry/local",
+            data=json.dumps(body),
+            headers={
+                "Authorization": f"Bearer {WEBHOOK_SECRET}",
+                "Content-Type": "application/json",
+            },
+        )
         assert resp.status == 202
     pushed = time.perf_counter() - started
     for _ in range(600):

@@ -55,10 +55,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.config import Database as DatabaseSettings  # noqa: E402
-from bot.db import Database, migrate  # noqa: E402
-from bot.store import advisories  # noqa: E402
-from bot.store.advisories import ImportResult  # noqa: E402
+from bot.store.db import Database, migrate  # noqa: E402
 from bot.vulns import osv  # noqa: E402
+from bot.vulns import store as advisories  # noqa: E402
 from bot.vulns.match import (  # noqa: E402
     Package,
     VulnFinding,
@@ -69,6 +68,7 @@ from bot.vulns.match import (  # noqa: E402
 from bot.vulns.models import Advisory, AdvisoryPackage  # noqa: E402
 from bot.vulns.osv import OsvRecord, normalize_name, parse_record  # noqa: E402
 from bot.vulns.service import FREEZE_AFTER, Vulnerabilities  # noqa: E402
+from bot.vulns.store import ImportResult  # noqa: E402
 from bot.vulns.versions import base_ecosystem  # noqa: E402
 
 SEED = 20261202
@@ -102,35 +102,173 @@ DEBIAN_INSTALLED, ALPINE_INSTALLED = "12", "v3.19"
 
 #: The most-advised names of each ecosystem, real ones first; synthetic names follow.
 TOP_NAMES = {
-    "Debian": ["linux", "chromium", "firefox-esr", "thunderbird", "qemu", "imagemagick",
-               "openjdk-17", "php8.2", "glibc", "openssl", "curl", "systemd", "perl", "vim",
-               "python3.11", "libxml2", "tiff", "git", "openssh", "gnutls28", "krb5",
-               "sqlite3", "expat", "zlib", "ncurses", "libx11", "nghttp2", "busybox"],
-    "Alpine": ["chromium", "linux-lts", "xen", "imagemagick", "openssl", "curl", "busybox",
-               "musl", "libxml2", "sqlite", "expat", "zlib", "openssh", "nghttp2"],
-    "PyPI": ["tensorflow", "Pillow", "django", "jinja2", "urllib3", "requests", "cryptography",
-             "PyYAML", "Werkzeug", "aiohttp", "setuptools", "lxml", "paramiko", "flask"],
-    "npm": ["lodash", "minimist", "node-fetch", "axios", "express", "ws", "semver", "tar",
-            "@babel/traverse", "jsonwebtoken", "moment", "handlebars", "qs", "undici"],
-    "Maven": ["com.fasterxml.jackson.core:jackson-databind", "org.apache.logging.log4j:log4j-core",
-              "org.springframework:spring-web", "org.apache.tomcat.embed:tomcat-embed-core",
-              "io.netty:netty-codec-http", "org.yaml:snakeyaml", "com.google.guava:guava"],
-    "Go": ["stdlib", "golang.org/x/net", "golang.org/x/crypto", "github.com/docker/docker",
-           "google.golang.org/grpc", "k8s.io/kubernetes", "github.com/containerd/containerd",
-           "github.com/opencontainers/runc", "golang.org/x/text"],
+    "Debian": [
+        "linux",
+        "chromium",
+        "firefox-esr",
+        "thunderbird",
+        "qemu",
+        "imagemagick",
+        "openjdk-17",
+        "php8.2",
+        "glibc",
+        "openssl",
+        "curl",
+        "systemd",
+        "perl",
+        "vim",
+        "python3.11",
+        "libxml2",
+        "tiff",
+        "git",
+        "openssh",
+        "gnutls28",
+        "krb5",
+        "sqlite3",
+        "expat",
+        "zlib",
+        "ncurses",
+        "libx11",
+        "nghttp2",
+        "busybox",
+    ],
+    "Alpine": [
+        "chromium",
+        "linux-lts",
+        "xen",
+        "imagemagick",
+        "openssl",
+        "curl",
+        "busybox",
+        "musl",
+        "libxml2",
+        "sqlite",
+        "expat",
+        "zlib",
+        "openssh",
+        "nghttp2",
+    ],
+    "PyPI": [
+        "tensorflow",
+        "Pillow",
+        "django",
+        "jinja2",
+        "urllib3",
+        "requests",
+        "cryptography",
+        "PyYAML",
+        "Werkzeug",
+        "aiohttp",
+        "setuptools",
+        "lxml",
+        "paramiko",
+        "flask",
+    ],
+    "npm": [
+        "lodash",
+        "minimist",
+        "node-fetch",
+        "axios",
+        "express",
+        "ws",
+        "semver",
+        "tar",
+        "@babel/traverse",
+        "jsonwebtoken",
+        "moment",
+        "handlebars",
+        "qs",
+        "undici",
+    ],
+    "Maven": [
+        "com.fasterxml.jackson.core:jackson-databind",
+        "org.apache.logging.log4j:log4j-core",
+        "org.springframework:spring-web",
+        "org.apache.tomcat.embed:tomcat-embed-core",
+        "io.netty:netty-codec-http",
+        "org.yaml:snakeyaml",
+        "com.google.guava:guava",
+    ],
+    "Go": [
+        "stdlib",
+        "golang.org/x/net",
+        "golang.org/x/crypto",
+        "github.com/docker/docker",
+        "google.golang.org/grpc",
+        "k8s.io/kubernetes",
+        "github.com/containerd/containerd",
+        "github.com/opencontainers/runc",
+        "golang.org/x/text",
+    ],
 }
 #: Top names that never run in a container image: left out of the inventory.
 NOT_IN_IMAGES = {"linux", "chromium", "firefox-esr", "thunderbird", "qemu", "linux-lts", "xen"}
 
 SYLLABLES = (
-    "ac", "bel", "cor", "dan", "el", "fur", "gra", "hex", "io", "jin", "kar", "lum", "mor",
-    "nex", "or", "pix", "quo", "ras", "sol", "tor", "ul", "vex", "wyn", "xil", "yar", "zen",
+    "ac",
+    "bel",
+    "cor",
+    "dan",
+    "el",
+    "fur",
+    "gra",
+    "hex",
+    "io",
+    "jin",
+    "kar",
+    "lum",
+    "mor",
+    "nex",
+    "or",
+    "pix",
+    "quo",
+    "ras",
+    "sol",
+    "tor",
+    "ul",
+    "vex",
+    "wyn",
+    "xil",
+    "yar",
+    "zen",
 )
 WORDS = (
-    "a", "crafted", "request", "header", "buffer", "overflow", "allows", "remote", "attackers",
-    "to", "cause", "denial", "of", "service", "via", "malformed", "input", "in", "the", "parser",
-    "when", "processing", "untrusted", "data", "leading", "memory", "corruption", "and",
-    "possibly", "arbitrary", "code", "execution", "path", "traversal", "certificate", "check",
+    "a",
+    "crafted",
+    "request",
+    "header",
+    "buffer",
+    "overflow",
+    "allows",
+    "remote",
+    "attackers",
+    "to",
+    "cause",
+    "denial",
+    "of",
+    "service",
+    "via",
+    "malformed",
+    "input",
+    "in",
+    "the",
+    "parser",
+    "when",
+    "processing",
+    "untrusted",
+    "data",
+    "leading",
+    "memory",
+    "corruption",
+    "and",
+    "possibly",
+    "arbitrary",
+    "code",
+    "execution",
+    "path",
+    "traversal",
+    "certificate",
+    "check",
 )
 GHSA_ALPHABET = "23456789cfghjmpqrvwx"
 CWES = ("CWE-20", "CWE-22", "CWE-79", "CWE-125", "CWE-200", "CWE-400", "CWE-502", "CWE-787")
@@ -265,11 +403,12 @@ class Generator:
     def dates(self, year: int) -> dict[str, str]:
         rng = self.rng
         published = f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
-        modified = f"{min(year + rng.randint(0, 2), 2026)}-{rng.randint(1, 12):02d}-" \
-                   f"{rng.randint(1, 28):02d}"
+        modified = (
+            f"{min(year + rng.randint(0, 2), 2026)}-{rng.randint(1, 12):02d}-"
+            f"{rng.randint(1, 28):02d}"
+        )
         clock = f"T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
-        return {"published": published + clock,
-                "modified": max(modified, published) + clock}
+        return {"published": published + clock, "modified": max(modified, published) + clock}
 
     def text(self, sentences: int) -> str:
         rng = self.rng
@@ -288,10 +427,16 @@ class Generator:
         )
         out = [{"type": "CVSS_V3", "score": v3}]
         if rng.random() < 0.1:
-            out.append({"type": "CVSS_V4", "score": (
-                f"CVSS:4.0/AV:{pick('NNAL')}/AC:{pick('LH')}/AT:{pick('NP')}/PR:{pick('NLH')}"
-                f"/UI:{pick('NPA')}/VC:{pick('NLH')}/VI:{pick('NLH')}/VA:{pick('NLH')}"
-                f"/SC:N/SI:N/SA:N")})
+            out.append(
+                {
+                    "type": "CVSS_V4",
+                    "score": (
+                        f"CVSS:4.0/AV:{pick('NNAL')}/AC:{pick('LH')}/AT:{pick('NP')}/PR:{pick('NLH')}"
+                        f"/UI:{pick('NPA')}/VC:{pick('NLH')}/VI:{pick('NLH')}/VA:{pick('NLH')}"
+                        f"/SC:N/SI:N/SA:N"
+                    ),
+                }
+            )
         return out
 
     def bounds(self, versions: Sequence[str]) -> tuple[int, int]:
@@ -309,8 +454,12 @@ class Generator:
         cuts = sorted(rng.sample(range(1, len(versions)), min(2 * pairs - 1, len(versions) - 1)))
         if pairs > 1 and len(cuts) == 3:
             a, b, c = cuts
-            evs = [{"introduced": "0"}, {"fixed": versions[a]},
-                   {"introduced": versions[b]}, {"fixed": versions[c]}]
+            evs = [
+                {"introduced": "0"},
+                {"fixed": versions[a]},
+                {"introduced": versions[b]},
+                {"fixed": versions[c]},
+            ]
             for v in (versions[a], versions[c]):
                 self.fixes[(target, name)][v].add(vid)
             return evs, [*versions[:a], *versions[b:c]]
@@ -324,13 +473,17 @@ class Generator:
         return [start, {"fixed": versions[j]}], list(versions[i:j])
 
     def ghsa_specific(self, reviewed: bool = True) -> dict[str, Any]:
-        return {"severity": self.rng.choice(("LOW", "MODERATE", "HIGH", "CRITICAL")),
-                "cwe_ids": self.rng.sample(CWES, self.rng.randint(0, 2)),
-                "github_reviewed": reviewed}
+        return {
+            "severity": self.rng.choice(("LOW", "MODERATE", "HIGH", "CRITICAL")),
+            "cwe_ids": self.rng.sample(CWES, self.rng.randint(0, 2)),
+            "github_reviewed": reviewed,
+        }
 
     def references(self, vid: str, cve: str) -> list[dict[str, str]]:
-        return [{"type": "ADVISORY", "url": f"https://nvd.nist.gov/vuln/detail/{cve}"},
-                {"type": "WEB", "url": f"https://example.org/security/{vid}"}]
+        return [
+            {"type": "ADVISORY", "url": f"https://nvd.nist.gov/vuln/detail/{cve}"},
+            {"type": "WEB", "url": f"https://example.org/security/{vid}"},
+        ]
 
     # per ecosystem
 
@@ -359,16 +512,25 @@ class Generator:
                 j = rng.randrange(1, len(versions))
                 events = [{"introduced": "0"}, {"fixed": versions[j]}]
                 self.fixes[(eco, name)][versions[j]].add(vid)
-            affected.append({
-                "package": {"ecosystem": eco, "name": name,
-                            "purl": f"pkg:deb/debian/{name}?arch=source"},
-                "ranges": [{"type": "ECOSYSTEM", "events": events}],
-                "ecosystem_specific": {"urgency": rng.choice(("low", "medium", "not yet"))},
-                "database_specific": {"source": f"https://security-tracker.debian.org/{vid}"},
-            })
+            affected.append(
+                {
+                    "package": {
+                        "ecosystem": eco,
+                        "name": name,
+                        "purl": f"pkg:deb/debian/{name}?arch=source",
+                    },
+                    "ranges": [{"type": "ECOSYSTEM", "events": events}],
+                    "ecosystem_specific": {"urgency": rng.choice(("low", "medium", "not yet"))},
+                    "database_specific": {"source": f"https://security-tracker.debian.org/{vid}"},
+                }
+            )
         record: dict[str, Any] = {
-            "schema_version": "1.6.0", "id": vid, **self.dates(year),
-            "upstream": [cve], "details": self.text(rng.randint(1, 3)), "affected": affected,
+            "schema_version": "1.6.0",
+            "id": vid,
+            **self.dates(year),
+            "upstream": [cve],
+            "details": self.text(rng.randint(1, 3)),
+            "affected": affected,
         }
         if summary:
             record["summary"] = summary
@@ -389,14 +551,26 @@ class Generator:
             eco = f"Alpine:{release}"
             fixed = versions[max(j - (len(chosen) - 1 - n), 1)]  # older releases fixed lower
             self.fixes[(eco, name)][fixed].add(vid)
-            affected.append({
-                "package": {"ecosystem": eco, "name": name,
-                            "purl": f"pkg:apk/alpine/{name}?arch=source"},
-                "ranges": [{"type": "ECOSYSTEM",
-                            "events": [{"introduced": "0"}, {"fixed": fixed}]}],
-            })
-        return {"schema_version": "1.6.0", "id": vid, **self.dates(year), "upstream": [cve],
-                "details": self.text(1), "affected": affected}
+            affected.append(
+                {
+                    "package": {
+                        "ecosystem": eco,
+                        "name": name,
+                        "purl": f"pkg:apk/alpine/{name}?arch=source",
+                    },
+                    "ranges": [
+                        {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}
+                    ],
+                }
+            )
+        return {
+            "schema_version": "1.6.0",
+            "id": vid,
+            **self.dates(year),
+            "upstream": [cve],
+            "details": self.text(1),
+            "affected": affected,
+        }
 
     def _language(self, eco: str, range_type: str, purl: str) -> dict[str, Any]:
         rng = self.rng
@@ -416,18 +590,32 @@ class Generator:
             entry["versions"] = hit
             if rng.random() < 0.2:
                 sha = [f"{rng.getrandbits(160):040x}" for _ in range(2)]
-                entry["ranges"].append({"type": "GIT", "repo": f"https://github.com/x/{name}",
-                                        "events": [{"introduced": sha[0]}, {"fixed": sha[1]}]})
+                entry["ranges"].append(
+                    {
+                        "type": "GIT",
+                        "repo": f"https://github.com/x/{name}",
+                        "events": [{"introduced": sha[0]}, {"fixed": sha[1]}],
+                    }
+                )
         affected = [entry]
         if eco == "Maven" and rng.random() < 0.15:  # a sibling artifact of the same project
             sibling = self.names[eco][(self.names[eco].index(name) + 1) % len(self.names[eco])]
             sib_events, _ = self.events(releases(eco, sibling), target, sibling, vid)
-            affected.append({"package": {"ecosystem": eco, "name": sibling},
-                             "ranges": [{"type": "ECOSYSTEM", "events": sib_events}]})
+            affected.append(
+                {
+                    "package": {"ecosystem": eco, "name": sibling},
+                    "ranges": [{"type": "ECOSYSTEM", "events": sib_events}],
+                }
+            )
         record: dict[str, Any] = {
-            "schema_version": "1.6.0", "id": vid, **self.dates(year), "aliases": [cve],
-            "summary": self.text(1)[:90].rstrip(". ") or name, "details": self.text(3),
-            "affected": affected, "references": self.references(vid, cve),
+            "schema_version": "1.6.0",
+            "id": vid,
+            **self.dates(year),
+            "aliases": [cve],
+            "summary": self.text(1)[:90].rstrip(". ") or name,
+            "details": self.text(3),
+            "affected": affected,
+            "references": self.references(vid, cve),
             "database_specific": self.ghsa_specific(),
         }
         if rng.random() < 0.85:
@@ -435,14 +623,25 @@ class Generator:
         if rng.random() < 0.005:
             record["withdrawn"] = record["modified"]
         if eco == "PyPI" and rng.random() < 0.25:
-            self.twins["PyPI"].append({
-                "id": f"PYSEC-{year}-{next(self.serial)}", **self.dates(year),
-                "aliases": [vid, cve], "details": record["details"],
-                "affected": [{"package": {"ecosystem": "PyPI", "name": name,
-                                          "purl": f"pkg:pypi/{name}"},
-                              "ranges": [{"type": "ECOSYSTEM", "events": events}],
-                              "versions": hit}],
-            })
+            self.twins["PyPI"].append(
+                {
+                    "id": f"PYSEC-{year}-{next(self.serial)}",
+                    **self.dates(year),
+                    "aliases": [vid, cve],
+                    "details": record["details"],
+                    "affected": [
+                        {
+                            "package": {
+                                "ecosystem": "PyPI",
+                                "name": name,
+                                "purl": f"pkg:pypi/{name}",
+                            },
+                            "ranges": [{"type": "ECOSYSTEM", "events": events}],
+                            "versions": hit,
+                        }
+                    ],
+                }
+            )
             for ev in events:
                 if "fixed" in ev:
                     self.fixes[(target, name)][ev["fixed"]].add(self.twins["PyPI"][-1]["id"])
@@ -467,23 +666,45 @@ class Generator:
         entry = {
             "package": {"ecosystem": "Go", "name": name, "purl": f"pkg:golang/{name}"},
             "ranges": [{"type": "SEMVER", "events": events}],
-            "ecosystem_specific": {"imports": [{"path": f"{name}/internal/{_word(rng, 2)}",
-                                                "symbols": ["Reader.Read", "Parse"]}]},
+            "ecosystem_specific": {
+                "imports": [
+                    {
+                        "path": f"{name}/internal/{_word(rng, 2)}",
+                        "symbols": ["Reader.Read", "Parse"],
+                    }
+                ]
+            },
         }
         if rng.random() < 0.3:  # GitHub's twin, with the CVSS vector the Go record lacks
             for ev in events:
                 if "fixed" in ev:
                     self.fixes[("Go", name)][ev["fixed"]].add(ghsa)
-            self.twins["Go"].append({
-                "id": ghsa, **self.dates(year), "aliases": [cve], "summary": f"{name} issue",
-                "affected": [{"package": {"ecosystem": "Go", "name": name},
-                              "ranges": [{"type": "SEMVER", "events": events}]}],
-                "severity": self.cvss(), "database_specific": self.ghsa_specific(),
-            })
-        return {"schema_version": "1.6.0", "id": vid, **self.dates(year), "aliases": [cve, ghsa],
-                "summary": self.text(1)[:80].rstrip(". "), "details": self.text(2),
-                "affected": [entry],
-                "database_specific": {"url": f"https://pkg.go.dev/vuln/{vid}"}}
+            self.twins["Go"].append(
+                {
+                    "id": ghsa,
+                    **self.dates(year),
+                    "aliases": [cve],
+                    "summary": f"{name} issue",
+                    "affected": [
+                        {
+                            "package": {"ecosystem": "Go", "name": name},
+                            "ranges": [{"type": "SEMVER", "events": events}],
+                        }
+                    ],
+                    "severity": self.cvss(),
+                    "database_specific": self.ghsa_specific(),
+                }
+            )
+        return {
+            "schema_version": "1.6.0",
+            "id": vid,
+            **self.dates(year),
+            "aliases": [cve, ghsa],
+            "summary": self.text(1)[:80].rstrip(". "),
+            "details": self.text(2),
+            "affected": [entry],
+            "database_specific": {"url": f"https://pkg.go.dev/vuln/{vid}"},
+        }
 
 
 # --- inventory ------------------------------------------------------------------------------
@@ -696,13 +917,27 @@ async def lookups(
     matched = match_compiled(packages, tables)  # every cell met for the first time
     t_match = clock() - start
     assert len(cold) == len(warm) == len(matched), (len(cold), len(warm), len(matched))
-    assert len(warm_matched) == len({(f.package.target, f.package.name, f.installed)
-                                     for f in matched})
-    return {"cold": t_cold, "warm": t_warm, "warm_findings": t_warm_findings, "other": t_other,
-            "other_findings": t_other_findings, "gc": gc_timer, "sql": t_sql,
-            "parse": t_parse, "compile": t_compile, "match": t_match, "rows": len(rows),
-            "records": records, "matched": matched, "findings": warm,
-            "other_count": len(other_findings), "other_packages": len(other)}
+    assert len(warm_matched) == len(
+        {(f.package.target, f.package.name, f.installed) for f in matched}
+    )
+    return {
+        "cold": t_cold,
+        "warm": t_warm,
+        "warm_findings": t_warm_findings,
+        "other": t_other,
+        "other_findings": t_other_findings,
+        "gc": gc_timer,
+        "sql": t_sql,
+        "parse": t_parse,
+        "compile": t_compile,
+        "match": t_match,
+        "rows": len(rows),
+        "records": records,
+        "matched": matched,
+        "findings": warm,
+        "other_count": len(other_findings),
+        "other_packages": len(other),
+    }
 
 
 async def warm_findings(
@@ -731,8 +966,10 @@ def profile(label: str, run: Any, top: int = 10) -> None:
     finally:
         prof.disable()
         gc.enable()
-    for order, where, what in (("tottime", (), "by own time"),
-                               ("cumulative", ("bot/",), "the project's code, cumulative")):
+    for order, where, what in (
+        ("tottime", (), "by own time"),
+        ("cumulative", ("bot/",), "the project's code, cumulative"),
+    ):
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats(order).print_stats(*where, top)
         lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
@@ -796,20 +1033,26 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
     own1 = total1 - timed.generating - timed.parsing
     with_parse = own1 + timed.parsing
     print(f"import of {timed.count:,} advisories into a fresh SQLite database, one transaction:")
-    print(f"  import_records {own1:.1f} s + parse_record {timed.parsing:.1f} s = "
-          f"{with_parse:.1f} s ({timed.count / with_parse:,.0f}/s); the bench's own generating "
-          f"of the dicts ({timed.generating:.1f} s) is left out")
+    print(
+        f"  import_records {own1:.1f} s + parse_record {timed.parsing:.1f} s = "
+        f"{with_parse:.1f} s ({timed.count / with_parse:,.0f}/s); the bench's own generating "
+        f"of the dicts ({timed.generating:.1f} s) is left out"
+    )
     print(f"  {res1.added:,} added, {res1.unchanged:,} unchanged (withdrawn: tombstones only)")
 
     rest = Parsed(gen.take(args.advisories - args.timed))
     res2, total2 = asyncio.run(import_all(url, rest))
     own2 = total2 - rest.generating - rest.parsing
     live, tombs, pkg_rows, size_mb = table_counts(url)
-    print(f"the other {rest.count:,}, into the same database: import_records {own2:.1f} s + "
-          f"parse_record {rest.parsing:.1f} s ({res2.added:,} added)")
+    print(
+        f"the other {rest.count:,}, into the same database: import_records {own2:.1f} s + "
+        f"parse_record {rest.parsing:.1f} s ({res2.added:,} added)"
+    )
     by_eco = ", ".join(f"{e} {n:,}" for e, n in sorted(gen.generated.items()))
-    print(f"advisories stored: {live:,} live + {tombs:,} withdrawn tombstones, "
-          f"{pkg_rows:,} package rows, {size_mb:.0f} MB; generated: {by_eco}")
+    print(
+        f"advisories stored: {live:,} live + {tombs:,} withdrawn tombstones, "
+        f"{pkg_rows:,} package rows, {size_mb:.0f} MB; generated: {by_eco}"
+    )
 
     installed = inventory(gen, random.Random(SEED + 1))
     del gen  # measure the lookups with the process's heap as a server's would be, not ours
@@ -818,10 +1061,12 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
     packages = [i.package for i in installed]
     hows = Counter(i.how for i in installed)
     eco_mix = Counter(p.ecosystem for p in packages)
-    print(f"\ninventory: {len(packages):,} packages ("
-          + ", ".join(f"{e} {n}" for e, n in eco_mix.items())
-          + f"): {hows['newest']} at the newest release, {hows['at-fix']} at a version an "
-          f"advisory names as fixed, {hows['older']} at an older one")
+    print(
+        f"\ninventory: {len(packages):,} packages ("
+        + ", ".join(f"{e} {n}" for e, n in eco_mix.items())
+        + f"): {hows['newest']} at the newest release, {hows['at-fix']} at a version an "
+        f"advisory names as fixed, {hows['older']} at an older one"
+    )
 
     others = other_versions(installed, random.Random(SEED + 3))
     r = asyncio.run(lookups(url, packages, others))
@@ -830,59 +1075,86 @@ def run(workdir: Path, args: argparse.Namespace) -> int:
     per_eco = Counter(base_ecosystem(f.package.ecosystem) for f in matched)
     sev = Counter(str(f.severity) for f in matched)
     fixable = sum(1 for f in matched if f.fixed_version)
-    print(f"candidate records: {len(r['records']):,}; findings: {len(r['findings']):,} on "
-          f"{len(hit):,} packages ({fixable:,} with a fixed version)")
+    print(
+        f"candidate records: {len(r['records']):,}; findings: {len(r['findings']):,} on "
+        f"{len(hit):,} packages ({fixable:,} with a fixed version)"
+    )
     cand = Counter(
         base_ecosystem(next(e.package.ecosystem for e in rec.affected if e.package))
         for rec in r["records"]
     )
     print("  candidates by ecosystem: " + ", ".join(f"{e} {n:,}" for e, n in sorted(cand.items())))
-    print("  findings by ecosystem: " + ", ".join(f"{e} {n:,}" for e, n in sorted(per_eco.items()))
-          + "; by severity: " + ", ".join(f"{s} {n:,}" for s, n in sev.most_common()))
+    print(
+        "  findings by ecosystem: "
+        + ", ".join(f"{e} {n:,}" for e, n in sorted(per_eco.items()))
+        + "; by severity: "
+        + ", ".join(f"{s} {n:,}" for s, n in sev.most_common())
+    )
     wrong = check_fixed(installed, matched)
-    print(f"  check: advisories reported against a package installed at their fixed version: "
-          f"{wrong} (expected 0)")
+    print(
+        f"  check: advisories reported against a package installed at their fixed version: "
+        f"{wrong} (expected 0)"
+    )
 
     ms = {k: v * 1e3 for k, v in r.items() if isinstance(v, float)}
-    print(f"\nfindings() for {len(packages):,} packages, cold (fresh engine, caches cleared): "
-          f"{ms['cold']:6.0f} ms")
+    print(
+        f"\nfindings() for {len(packages):,} packages, cold (fresh engine, caches cleared): "
+        f"{ms['cold']:6.0f} ms"
+    )
     print(f"match once loaded (matches(), the second call):            {ms['warm']:6.0f} ms")
     gct: GcTimer = r["gc"]
-    print(f"  of which garbage-collector passes: {sum(gct.seconds) * 1e3:.0f} ms "
-          f"({gct.passes[2]} full passes {gct.seconds[2] * 1e3:.0f} ms, "
-          f"{gct.passes[0] + gct.passes[1]} younger ones {sum(gct.seconds[:2]) * 1e3:.0f} ms)")
-    print(f"match once loaded, the same names at other versions:       {ms['other']:6.0f} ms "
-          f"({r['other_packages']:,} vulnerable packages; most versions meet their table's cell "
-          f"the first time)")
-    print(f"findings() once loaded, the match as the pipeline's Findings: {ms['warm_findings']:.0f}"
-          f" ms ({len(r['findings']):,}), at other versions {ms['other_findings']:.0f} ms "
-          f"({r['other_count']:,}; no goal)")
-    print(f"  baseline, the cold call's parts measured apart: SQL of the candidate lookup "
-          f"{ms['sql']:.0f} ms ({r['rows']:,} rows), parse_record of them {ms['parse']:.0f} ms, "
-          f"compiling them into per-name tables {ms['compile']:.0f} ms, "
-          f"match_compiled() on those fresh tables {ms['match']:.0f} ms")
+    print(
+        f"  of which garbage-collector passes: {sum(gct.seconds) * 1e3:.0f} ms "
+        f"({gct.passes[2]} full passes {gct.seconds[2] * 1e3:.0f} ms, "
+        f"{gct.passes[0] + gct.passes[1]} younger ones {sum(gct.seconds[:2]) * 1e3:.0f} ms)"
+    )
+    print(
+        f"match once loaded, the same names at other versions:       {ms['other']:6.0f} ms "
+        f"({r['other_packages']:,} vulnerable packages; most versions meet their table's cell "
+        f"the first time)"
+    )
+    print(
+        f"findings() once loaded, the match as the pipeline's Findings: {ms['warm_findings']:.0f}"
+        f" ms ({len(r['findings']):,}), at other versions {ms['other_findings']:.0f} ms "
+        f"({r['other_count']:,}; no goal)"
+    )
+    print(
+        f"  baseline, the cold call's parts measured apart: SQL of the candidate lookup "
+        f"{ms['sql']:.0f} ms ({r['rows']:,} rows), parse_record of them {ms['parse']:.0f} ms, "
+        f"compiling them into per-name tables {ms['compile']:.0f} ms, "
+        f"match_compiled() on those fresh tables {ms['match']:.0f} ms"
+    )
 
     import_ok = with_parse < IMPORT_GOAL_S
     warm_ok = max(ms["warm"], ms["other"]) < MATCH_GOAL_MS
-    print(f"\ngoal import of {timed.count:,} under {IMPORT_GOAL_S:.0f} s: "
-          f"{'met' if import_ok else 'NOT met'} ({with_parse:.1f} s with parse_record)")
-    print(f"goal match under {MATCH_GOAL_MS:.0f} ms once loaded (the same inventory again, "
-          f"and at other versions): {'met' if warm_ok else 'NOT met'} "
-          f"({ms['warm']:.0f} ms, {ms['other']:.0f} ms)")
+    print(
+        f"\ngoal import of {timed.count:,} under {IMPORT_GOAL_S:.0f} s: "
+        f"{'met' if import_ok else 'NOT met'} ({with_parse:.1f} s with parse_record)"
+    )
+    print(
+        f"goal match under {MATCH_GOAL_MS:.0f} ms once loaded (the same inventory again, "
+        f"and at other versions): {'met' if warm_ok else 'NOT met'} "
+        f"({ms['warm']:.0f} ms, {ms['other']:.0f} ms)"
+    )
 
     if not import_ok or args.profile:
         sample = list(Parsed(Generator(SEED + 2).take(5_000)))
         scratch = new_database(workdir, "profile.db")
+
         def import_sample(prof: cProfile.Profile) -> None:
             prof.enable()
             asyncio.run(import_all(scratch, sample))
 
         profile("import_records of 5,000 advisories", import_sample)
     if not warm_ok or args.profile:
-        profile(f"a warm findings() for {len(packages):,} packages",
-                lambda prof: asyncio.run(warm_findings(prof, url, packages, packages)))
-        profile(f"a warm findings() for {len(packages):,} packages at other versions",
-                lambda prof: asyncio.run(warm_findings(prof, url, packages, others)))
+        profile(
+            f"a warm findings() for {len(packages):,} packages",
+            lambda prof: asyncio.run(warm_findings(prof, url, packages, packages)),
+        )
+        profile(
+            f"a warm findings() for {len(packages):,} packages at other versions",
+            lambda prof: asyncio.run(warm_findings(prof, url, packages, others)),
+        )
     return 1 if wrong else 0
 
 

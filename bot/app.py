@@ -20,55 +20,30 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.admission import AdmissionControl
-from bot.announce import Announcer
-from bot.authz import NoDirectory, Permissions
-from bot.clock import Clock, SystemClock
+from bot.cluster.admission import AdmissionControl
 from bot.config import Settings, SlackMode
-from bot.db import Database, head_revision, migrate_async
-from bot.decisions import Decisions
-from bot.digest_jobs import DigestJobs
-from bot.intake import Intake
-from bot.metrics import Metrics
-from bot.patch_hooks import PatchHooks
-from bot.pipeline import Pipeline
-from bot.ports import Edge
-from bot.queries import Queries
-from bot.registry_client import RegistryClient
-from bot.scheduler import scheduler
+from bot.core import Core, Edge
+from bot.digest.jobs import DigestJobs
+from bot.findings.announce import Announcer
+from bot.findings.authz import NoDirectory, Permissions
+from bot.findings.decisions import Decisions
+from bot.findings.patch_hooks import PatchHooks
+from bot.findings.queries import Queries
+from bot.images.registry_client import RegistryClient
+from bot.infra.clock import Clock, SystemClock
+from bot.infra.metrics import Metrics
+from bot.infra.scheduler import scheduler
+from bot.infra.web import json_errors
+from bot.intake.intake import Intake
+from bot.intake.pipeline import Pipeline
+from bot.intake.worker import PermanentError, Workers
 from bot.slack.groups import SlackDirectory
 from bot.slack.notifier import Delivery, DryRunPoster, Poster, WebApiPoster
 from bot.store import inbox, outbox
+from bot.store.db import Database, head_revision, migrate_async
 from bot.vulns.service import FREEZE_AFTER, Vulnerabilities
-from bot.web import json_errors
-from bot.worker import PermanentError, Workers
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Core:
-    """What the edges may use. Built once per process (or per test)."""
-
-    settings: Settings
-    db: Database
-    metrics: Metrics
-    clock: Clock
-    intake: Intake
-    registry_client: RegistryClient
-    slack_client: AsyncWebClient | None
-    bolt: AsyncApp | None
-    head_revision: str | None
-    announcer: Announcer
-    decisions: Decisions
-    permissions: Permissions
-    patch_hooks: PatchHooks
-    queries: Queries
-    admission: AdmissionControl
-
-    @property
-    def slack_mode(self) -> SlackMode:
-        return self.settings.slack.effective_mode
 
 
 @dataclass

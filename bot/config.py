@@ -23,10 +23,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bot.checks.policy import PolicyConfig
-from bot.cluster import ClusterConfig
-from bot.crontab import trigger_for
-from bot.sections import Section
+from bot.cluster.observe import ClusterConfig
+from bot.cluster.policy import PolicyConfig
+from bot.digest.cron import trigger_for
+from bot.infra.sections import Section
 
 DEFAULT_CONFIG_PATH = Path("crowsnest.toml")
 

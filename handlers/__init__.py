@@ -5,7 +5,7 @@ This is the only module that names the concrete handler modules.
 
 from collections.abc import Sequence
 
-from bot.ports import Edge
+from bot.core import Edge
 from handlers import falco, http, k8s, registry, slack
 
 EDGES: Sequence[Edge] = (http, registry, falco, k8s, slack)

@@ -18,20 +18,22 @@ from aiohttp import web
 
 from bot.app import build, deliver_now, web_app
 from bot.checks.hygiene import run_image_checks
-from bot.clock import SystemClock
 from bot.config import ConfigError, Settings, intake_problems, load_settings, open_intakes
-from bot.db import Database, migrate
-from bot.findings import Finding, Severity, worst_first
-from bot.images import ImageRef
-from bot.pipeline import policy_from
-from bot.recheck import recheck_images
-from bot.registry_client import RegistryClient, RegistryError
-from bot.sbom import cyclonedx_json
-from bot.store import advisories, inbox
+from bot.findings.recheck import recheck_images
+from bot.images.facts import ImageRef
+from bot.images.inventory import packages_of
+from bot.images.registry_client import RegistryClient, RegistryError
+from bot.images.sbom import cyclonedx_json
+from bot.infra.clock import SystemClock
+from bot.intake.pipeline import policy_from
+from bot.model.findings import Finding, Severity, worst_first
+from bot.store import inbox
+from bot.store.db import Database, migrate
+from bot.vulns import store as advisories
 from bot.vulns.osv import LoadError, load_path
 from bot.vulns.reports import ReportError, detect_and_parse
 from bot.vulns.reports import to_finding as report_finding
-from bot.vulns.service import Vulnerabilities, packages_of
+from bot.vulns.service import Vulnerabilities
 
 log = logging.getLogger("crowsnest")
 
@@ -322,8 +324,8 @@ def cmd_digest(args: argparse.Namespace) -> int:
 
 
 async def _digest(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.digest_jobs import ORG, DigestJobs, Due
-    from bot.slack.digest_render import digest_message, digest_text
+    from bot.digest.jobs import ORG, DigestJobs, Due
+    from bot.digest.render import digest_message, digest_text
 
     db = Database(settings.database)
     now = datetime.now(UTC)
@@ -331,7 +333,7 @@ async def _digest(settings: Settings, args: argparse.Namespace) -> int:
         jobs = DigestJobs(settings, db, SystemClock())
         digest = await jobs.build((args.team,) if args.team else None, now)
         if args.chart:
-            from bot.digest_chart import chart_png
+            from bot.digest.chart import chart_png
 
             png = chart_png(digest, args.team)
             await asyncio.to_thread(Path(args.chart).write_bytes, png)

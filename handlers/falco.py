@@ -19,11 +19,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.app import Core
-from bot.events import RuntimeAlert
-from bot.intake import IntakeUnavailable
-from bot.validation import describe_validation
-from bot.web import json_error, same_secret
+from bot.core import Core
+from bot.infra.validation import describe_validation
+from bot.infra.web import json_error, same_secret
+from bot.intake.intake import IntakeUnavailable
+from bot.model.events import RuntimeAlert
 
 log = logging.getLogger(__name__)
 SOURCE = "falco"

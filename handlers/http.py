@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot.app import Core
+from bot.core import Core
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Alembic environment: async engine, URL from the caller, metadata from bot.models."""
+"""Alembic environment: async engine, URL from the caller, metadata from bot.store.models."""
 
 import asyncio
 
@@ -7,7 +7,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import bot.vulns.models  # noqa: F401  (registers the advisory tables on Base.metadata)
-from bot.models import Base
+from bot.store.models import Base
 
 target_metadata = Base.metadata
 

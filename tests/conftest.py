@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 import handlers
 from bot.app import Runtime, build, web_app
 from bot.config import Settings
-from bot.db import Database, migrate
+from bot.store.db import Database, migrate
 from tests.support.services import Postgres, Registry, have_services, start_postgres
 from tests.support.slack_standin import SlackStandIn
 

@@ -1,6 +1,6 @@
 """Coverage-guided fuzzing (atheris / libFuzzer) of the streaming layer reader and what reads
 its record: tar headers, pax records, GNU long names and sparse maps, gzip and zstd framing,
-then `merge`, `Filesystem.lookup` / `read`, `os_release` and `bot.inventory.inventory`.
+then `merge`, `Filesystem.lookup` / `read`, `os_release` and `bot.images.inventory.inventory`.
 
     .venv/bin/python tests/fuzz_layers.py -runs=100000
     .venv/bin/python tests/fuzz_layers.py -max_total_time=600 DIR   # longer, corpus in DIR

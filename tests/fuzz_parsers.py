@@ -28,9 +28,9 @@ import atheris
 
 # Only the bot's own code is instrumented: the libraries' coverage would only slow it down.
 with atheris.instrument_imports(include=["bot", "handlers"]):
-    from bot.admission import Verdict
-    from bot.checks.policy import PolicyConfig, evaluate
-    from bot.events import DomainEvent, RuntimeAlert, WorkloadSeen
+    from bot.cluster.admission import Verdict
+    from bot.cluster.policy import PolicyConfig, evaluate
+    from bot.model.events import DomainEvent, RuntimeAlert, WorkloadSeen
     from handlers import falco
     from handlers.k8s import admission
     from handlers.registry import (

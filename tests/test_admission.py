@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 import handlers
 from bot.app import build, web_app
-from bot.checks.policy import RULES
-from bot.models import Suppression, TrackedFinding
+from bot.cluster.policy import RULES
 from bot.store import inbox, outbox
+from bot.store.models import Suppression, TrackedFinding
 from tests.conftest import ADMISSION_AUTH, make_settings, slack_section
 from tests.support.slack_standin import SlackStandIn
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.db import Database
-from bot.store import advisories
-from bot.store.advisories import ImportResult
+from bot.store.db import Database
+from bot.vulns import store as advisories
 from bot.vulns.match import Package, match
 from bot.vulns.models import Advisory, AdvisoryPackage
 from bot.vulns.osv import OsvRecord, load_path, parse_record
+from bot.vulns.store import ImportResult
 
 OSV = Path(__file__).parent / "fixtures" / "osv"
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.checks.base import HygienePolicy
 from bot.checks.entrypoint import (
     CHECK_ID,
     FRAGMENT_LIMIT,
@@ -18,9 +19,8 @@ from bot.checks.entrypoint import (
     fragment,
     suspicious_entrypoint,
 )
-from bot.checks.hygiene import HygienePolicy
-from bot.findings import Finding, Severity
-from bot.images import ImageFacts, PlatformConfig
+from bot.images.facts import ImageFacts, PlatformConfig
+from bot.model.findings import Finding, Severity
 
 POLICY = HygienePolicy()
 INDEX = "sha256:" + "2" * 64

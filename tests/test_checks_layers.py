@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from bot.checks.layers import (
+from bot.checks.files import (
     LayerFacts,
     LayerPolicy,
     eol_base_os,
@@ -20,13 +20,13 @@ from bot.checks.layers import (
     mask,
     miner_in_layers,
     miner_name,
-    parse_created,
     run_layer_checks,
     secret_in_layers,
     stale_image,
 )
-from bot.findings import Severity
-from bot.layers import LayerRecord, read_layer
+from bot.images.facts import parse_created
+from bot.images.layers import LayerRecord, read_layer
+from bot.model.findings import Severity
 from tests.support.oci import DEFAULT_FILES, build_layer_tar
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.checks.hygiene import HygienePolicy
+from bot.checks.base import HygienePolicy
 from bot.checks.secrets import CHECK_ID, entropy, mask, redact, secret_in_config
-from bot.findings import Finding, Severity
-from bot.images import ImageFacts, PlatformConfig
+from bot.images.facts import ImageFacts, PlatformConfig
+from bot.model.findings import Finding, Severity
 
 POLICY = HygienePolicy()
 INDEX = "sha256:" + "1" * 64

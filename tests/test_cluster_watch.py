@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from bot.cluster import (
+from bot.cluster.observe import (
     ClusterConfig,
     ContainerImage,
     WorkloadObserved,

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.db import Database
-from bot.digest import AgeBuckets, Digest, PeriodStats, compute, week_ends
-from bot.models import Suppression, TrackedFinding
+from bot.digest.compute import AgeBuckets, Digest, PeriodStats, compute, week_ends
+from bot.store.db import Database
+from bot.store.models import Suppression, TrackedFinding
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 START = NOW - timedelta(days=7)  # the period is [START, NOW)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from matplotlib.image import imread
 
-from bot.digest import (
+from bot.digest.chart import chart_buckets, chart_figure, chart_png, chart_series
+from bot.digest.compute import (
     AgeBuckets,
     Digest,
     PeriodStats,
@@ -16,7 +17,6 @@ from bot.digest import (
     WeeklyPoint,
     week_ends,
 )
-from bot.digest_chart import chart_buckets, chart_figure, chart_png, chart_series
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.config import Database as DatabaseSettings
-from bot.db import Database
-from bot.digest_jobs import DigestJobs, last_fire
-from bot.models import SlackMessage, TrackedFinding
+from bot.digest.jobs import DigestJobs, last_fire
 from bot.slack.notifier import Delivery, WebApiPoster
+from bot.store.db import Database
+from bot.store.models import SlackMessage, TrackedFinding
 from handlers.cli import main
 from tests.conftest import BOT_TOKEN, make_settings, slack_section
 from tests.support.slack_standin import SlackStandIn
@@ -121,7 +121,7 @@ async def test_digest_is_posted_with_its_chart_in_the_thread(
     assert await DigestJobs(settings, db, clock).run_due() == 1
     from slack_sdk.web.async_client import AsyncWebClient
 
-    from bot.metrics import Metrics
+    from bot.infra.metrics import Metrics
 
     client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
     delivery = Delivery(

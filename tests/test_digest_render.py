@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.digest import (
+from bot.digest.compute import (
     AgeBuckets,
     DecisionTaken,
     Digest,
@@ -17,7 +17,7 @@ from bot.digest import (
     WeeklyPoint,
     week_ends,
 )
-from bot.slack.digest_render import DIGEST_FINDINGS, digest_message, digest_text, trend
+from bot.digest.render import DIGEST_FINDINGS, digest_message, digest_text, trend
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

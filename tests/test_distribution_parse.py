@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Registry, RegistryKind
-from bot.events import ImageDeleted, ImagePushed
+from bot.model.events import ImageDeleted, ImagePushed
 from handlers.registry import distribution
 from handlers.registry.errors import MalformedPayload, Unauthorized
 

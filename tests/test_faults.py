@@ -27,14 +27,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import SystemClock
 from bot.config import Database as DatabaseSettings
 from bot.config import Slack as SlackSettings
-from bot.db import Database, migrate
-from bot.metrics import Metrics
-from bot.models import DecisionRow, InboxEvent, SlackMessage, Suppression
+from bot.infra.clock import SystemClock
+from bot.infra.metrics import Metrics
 from bot.slack.notifier import Delivery, Posted, WebApiPoster
 from bot.store import outbox
+from bot.store.db import Database, migrate
+from bot.store.models import DecisionRow, InboxEvent, SlackMessage, Suppression
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET, make_settings, slack_section
 from tests.support.drain import drained
 from tests.support.fake_registry import FakeRegistry
@@ -572,7 +572,9 @@ async def test_kill_9_in_a_burst_loses_nothing_and_doubles_nothing(tmp_path: Pat
         with sqlite3.connect(db) as conn:
             stored = Counter(r[0] for r in conn.execute("select dedup_key from inbox_events"))
             statuses = dict(conn.execute("select status, count(*) from inbox_events group by 1"))
-        keys = Counter(post_keys(slack))
+        # A digest owed since the last scheduled fire may go out during a slow run (one per
+        # team, issue 16's first-start digest); it is not part of the burst.
+        keys = Counter(k for k in post_keys(slack) if not k.startswith("digest:"))
         texts = [
             c.args["text"] + json.dumps(c.args.get("blocks"))
             for c in slack.calls_to("chat.postMessage")

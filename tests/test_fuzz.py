@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from bot.checks.policy import Exemption, PolicyConfig, Workload, evaluate
-from bot.events import DomainEvent, RuntimeAlert
-from bot.findings import Finding
-from bot.models import DecisionRow, TrackedFinding
+from bot.cluster.policy import Exemption, PolicyConfig, Workload, evaluate
+from bot.model.events import DomainEvent, RuntimeAlert
+from bot.model.findings import Finding
+from bot.store.models import DecisionRow, TrackedFinding
 from bot.vulns import osv, reports
 from handlers import falco
 from handlers.registry import (

@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.checks.layers import MINER_ID
+from bot.checks.files import MINER_ID
 from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET
 from tests.support.oci import FIXED_EPOCH, ImageSpec, write_layout
 from tests.support.serve import serve, wait_ready
@@ -262,7 +262,11 @@ async def bot(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Bot]]]:
         registry = start_registry(
             tmp_path / "registry", f"http://127.0.0.1:{port}/hooks/registry/local", WEBHOOK_SECRET
         )
-        config, log, db = tmp_path / "crowsnest.toml", tmp_path / "serve.log", tmp_path / "bot.db"
+        config, log, db = (
+            tmp_path / "crowsnest.toml",
+            tmp_path / "serve.log",
+            tmp_path / "bot.db",
+        )
         _config(config, port, db, registry_url(registry.url), slack.api_url)
         proc = serve(config, log)
         started.append(Bot(port, registry, slack, proc, log, tmp_path / "layout"))

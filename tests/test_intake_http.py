@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.db import Database
-from bot.models import InboxEvent
+from bot.store.db import Database
+from bot.store.models import InboxEvent
 from tests.conftest import WEBHOOK_SECRET, make_settings
 
 PUSH = (Path(__file__).parent / "fixtures/registry/distribution/push.json").read_bytes()

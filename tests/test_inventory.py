@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.inventory import inventory, parse_rpm_header, source_package
-from bot.layers import (
+from bot.images.inventory import inventory, parse_rpm_header, source_package
+from bot.images.layers import (
     GO_BUILDINFO_MAGIC,
     INVENTORY_MAX_TOTAL,
     INVENTORY_WANT,

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bot.layers as layers
-from bot.layers import (
+import bot.images.layers as layers
+from bot.images.layers import (
     DEFAULT_HEAD_SIZE,
     DEFAULT_WANT,
     EntryType,

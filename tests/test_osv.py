@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.findings import Severity
+from bot.model.findings import Severity
 from bot.vulns.match import Package, compile_index, match, matches, to_findings
 from bot.vulns.osv import (
     LoadError,

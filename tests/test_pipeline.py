@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.models import SlackMessage
 from bot.store import inbox
+from bot.store.models import SlackMessage
 from handlers.cli import main
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.support.fake_registry import FakeRegistry

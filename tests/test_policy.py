@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bot.checks.policy import (
+from bot.cluster.policy import (
     RULES,
     SAFE_SYSCTLS,
     Exemption,
@@ -31,7 +31,7 @@ from bot.checks.policy import (
     rules_for,
     violations_message,
 )
-from bot.findings import Finding, Severity
+from bot.model.findings import Finding, Severity
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kubernetes"
 DIGEST = "sha256:" + "ab" * 32

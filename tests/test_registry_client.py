@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.config import Registry, RegistryKind
-from bot.registry_client import PermanentRegistryError, RegistryClient, RegistryError
+from bot.images.registry_client import PermanentRegistryError, RegistryClient, RegistryError
 from tests.support.fake_registry import FakeRegistry
 from tests.support.oci import ImageSpec, write_layout
 from tests.support.services import skopeo_push, start_registry

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.config import Registry, RegistryKind
-from bot.events import ImageDeleted, ImagePushed, ScanCompleted
+from bot.model.events import ImageDeleted, ImagePushed, ScanCompleted
 from handlers.registry import artifact_registry, dockerhub, ecr, ghcr, harbor, quay
 from handlers.registry.errors import MalformedPayload, Unauthorized
 from tests.support.json_paths import paths, replace

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.findings import Severity
+from bot.model.findings import Severity
 from bot.vulns.reports import (
     HARBOR_REPORT_MIME,
     ReportError,

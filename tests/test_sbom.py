@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bot.sbom import SbomError, cyclonedx_json, split_image_ref
+from bot.images.sbom import SbomError, cyclonedx_json, split_image_ref
 from bot.vulns.package import Package
 from tests.test_inventory import DEBIAN_BASE, DEBIAN_UPPER, EXPECTED_DEBIAN, image, packages
 
@@ -114,6 +114,6 @@ def test_a_schema_failure_is_an_sbom_error(monkeypatch: pytest.MonkeyPatch) -> N
         def validate_str(self, text: str) -> str:
             return "components[0]: 'name' is a required property"
 
-    monkeypatch.setattr("bot.sbom.JsonStrictValidator", Failing)
+    monkeypatch.setattr("bot.images.sbom.JsonStrictValidator", Failing)
     with pytest.raises(SbomError, match="required property"):
         cyclonedx_json(REF, DIGEST, EXPECTED_DEBIAN)

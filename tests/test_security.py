@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 import handlers
 from bot.app import Runtime, build, web_app
 from bot.config import Registry, RegistryKind
-from bot.models import DecisionRow, InboxEvent, SlackMessage, Suppression, TrackedFinding
 from bot.store import outbox
+from bot.store.models import DecisionRow, InboxEvent, SlackMessage, Suppression, TrackedFinding
 from handlers import falco
 from handlers.cli import JsonFormatter, setup_logging
 from handlers.registry.errors import Unauthorized

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.clock import SystemClock
 from bot.config import Slack as SlackSettings
-from bot.db import Database
-from bot.metrics import Metrics
+from bot.infra.clock import SystemClock
+from bot.infra.metrics import Metrics
 from bot.slack.notifier import Delivery, DryRunPoster, WebApiPoster
 from bot.store import outbox
+from bot.store.db import Database
 from tests.conftest import BOT_TOKEN, make_settings, slack_section
 from tests.support.slack_standin import SlackStandIn
 

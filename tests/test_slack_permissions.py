@@ -21,8 +21,8 @@ from sqlalchemy import func, select, true
 
 import handlers
 from bot.app import build, web_app
-from bot.models import Alert, Suppression, TrackedFinding
 from bot.store import tracking
+from bot.store.models import Alert, Suppression, TrackedFinding
 from tests.conftest import WEBHOOK_SECRET, make_settings, slack_section
 from tests.support.fake_registry import FakeRegistry
 from tests.support.slack_standin import SlackStandIn

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.events import ImagePushed
+from bot.model.events import ImagePushed
 from handlers.registry.intake import PROVIDERS
 from tests.conftest import WEBHOOK_SECRET, make_settings, slack_section
 from tests.support.fake_registry import FakeRegistry

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import Database
-from bot.findings import Finding, Severity
-from bot.models import ImagePackage
+from bot.model.findings import Finding, Severity
 from bot.store import cluster, images, inbox, outbox
+from bot.store.db import Database
+from bot.store.models import ImagePackage
 from bot.vulns.match import Package
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -14,9 +14,10 @@ from aiohttp.test_utils import TestServer
 
 import handlers
 from bot.app import build, web_app
-from bot.db import Database
-from bot.recheck import recheck_images
-from bot.store import advisories, inbox
+from bot.findings.recheck import recheck_images
+from bot.store import inbox
+from bot.store.db import Database
+from bot.vulns import store as advisories
 from bot.vulns.osv import load_path
 from handlers.cli import main
 from tests.conftest import WEBHOOK_SECRET, make_settings, slack_section

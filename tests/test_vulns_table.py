@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.version import Version
 
-from bot.findings import Severity
+from bot.model.findings import Severity
 from bot.vulns.osv import Affected, OsvRecord, affects, compile_record, parse_record
 from bot.vulns.table import NameTable, merge
 

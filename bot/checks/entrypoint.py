@@ -37,14 +37,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from bot.checks.base import HygienePolicy
 from bot.checks.secrets import redact
-from bot.findings import Finding, Severity
-from bot.images import ImageFacts
-
-if TYPE_CHECKING:  # hygiene will import this module to register the check
-    from bot.checks.hygiene import HygienePolicy
+from bot.images.facts import ImageFacts
+from bot.model.findings import Finding, Severity
 
 CHECK_ID = "suspicious-entrypoint"
 FRAGMENT_LIMIT = 120

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime
 from fnmatch import fnmatchcase
 
+from bot.checks.base import Check, HygienePolicy
 from bot.checks.entrypoint import suspicious_entrypoint
-from bot.checks.layers import LayerFacts, LayerPolicy, run_layer_checks
+from bot.checks.files import LayerFacts, LayerPolicy, run_layer_checks
 from bot.checks.secrets import secret_in_config
-from bot.findings import Finding, Severity
-from bot.images import ImageFacts, PlatformConfig
-
-
-@dataclass(frozen=True)
-class HygienePolicy:
-    mutable_tags: tuple[str, ...] = ("latest",)
-    disabled: frozenset[str] = frozenset()
-    max_age_days: int = 180
+from bot.images.facts import ImageFacts, PlatformConfig
+from bot.model.findings import Finding, Severity
 
 
 def _is_root(user: str) -> bool:
@@ -63,7 +56,6 @@ def mutable_tag(facts: ImageFacts, policy: HygienePolicy) -> Iterable[Finding]:
     ]
 
 
-Check = Callable[[ImageFacts, HygienePolicy], Iterable[Finding]]
 CHECKS: dict[str, Check] = {
     "runs-as-root": runs_as_root,
     "mutable-tag": mutable_tag,

@@ -50,13 +50,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from bot.findings import Finding, Severity
-from bot.images import ImageFacts
-
-if TYPE_CHECKING:  # hygiene will import this module to register the check
-    from bot.checks.hygiene import HygienePolicy
+from bot.checks.base import HygienePolicy
+from bot.images.facts import ImageFacts
+from bot.model.findings import Finding, Severity
 
 CHECK_ID = "secret-in-config"
 

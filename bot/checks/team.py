@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
-from bot.findings import Finding, Severity
-from bot.images import ImageFacts
+from bot.images.facts import ImageFacts
+from bot.model.findings import Finding, Severity
 
 BASE_LABEL = "org.opencontainers.image.base.name"
 

@@ -1,6 +1,6 @@
 """Who is in a user group or a channel, as Slack reports it, for the permission checks.
 
-Errors are not caught here: `bot.authz` decides what an unanswerable question means (no).
+Errors are not caught here: `bot.findings.authz` decides what an unanswerable question means (no).
 """
 
 from __future__ import annotations

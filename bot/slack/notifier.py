@@ -24,14 +24,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import Clock
 from bot.config import Slack as SlackSettings
-from bot.db import Database
-from bot.loops import raise_if_cancelled
-from bot.metrics import Metrics
-from bot.models import SlackMessage
+from bot.infra.clock import Clock
+from bot.infra.loops import raise_if_cancelled
+from bot.infra.metrics import Metrics
 from bot.slack.ids import METADATA_EVENT_TYPE
 from bot.store import outbox
+from bot.store.db import Database
+from bot.store.models import SlackMessage
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ class Delivery:
                 busy = False
             if not busy:
                 self._wake.clear()
-                # asyncio.timeout, not wait_for: see bot/worker.py.
+                # asyncio.timeout, not wait_for: see bot/intake/worker.py.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(poll_interval):
                         await self._wake.wait()

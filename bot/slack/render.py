@@ -32,7 +32,7 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.findings import Severity
+from bot.model.findings import Severity
 from bot.slack.escape import code, mrkdwn, truncate
 from bot.slack.ids import ActionId, CallbackId
 

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.models import Image, RunningContainer
 from bot.store._upsert import insert
+from bot.store.models import Image, RunningContainer
 
 
 async def observe(

@@ -10,10 +10,10 @@ from typing import Protocol, TypeVar
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import Database
-from bot.findings import Finding
-from bot.models import FindingRow, Image, ImagePackage
+from bot.model.findings import Finding
 from bot.store._upsert import insert
+from bot.store.db import Database
+from bot.store.models import FindingRow, Image, ImagePackage
 
 #: The setting that caps an image's inventory, `[checks] max_packages_per_image`: what a
 #: `scan-limit` finding names when `Inventory.capped`.

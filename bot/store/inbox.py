@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, case, func, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.models import InboxEvent, UTCDateTime
+from bot.store.models import InboxEvent, UTCDateTime
 
 PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
 

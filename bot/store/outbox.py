@@ -10,8 +10,8 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.models import SlackChannel, SlackMessage, UTCDateTime
 from bot.store._upsert import insert
+from bot.store.models import SlackChannel, SlackMessage, UTCDateTime
 
 PENDING, SENDING, UNSURE, POSTED, FAILED = "pending", "sending", "unsure", "posted", "failed"
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.models import Alert, DecisionRow, SlackMessage, Suppression, TrackedFinding
+from bot.store.models import Alert, DecisionRow, SlackMessage, Suppression, TrackedFinding
 
 OPEN, FIXED = "open", "fixed"
 

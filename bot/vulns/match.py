@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from bot.findings import Finding, Severity
+from bot.model.findings import Finding, Severity
 from bot.vulns.osv import Compiled, OsvRecord, compile_record, normalize_name
 from bot.vulns.table import NameTable, Vulnerability
 from bot.vulns.versions import base_ecosystem, ecosystem_release

@@ -1,4 +1,4 @@
-"""Tables for imported OSV advisories (migration 0003). Part of `bot.models.Base.metadata`."""
+"""Tables for imported OSV advisories (migration 0003). Part of `bot.store.models.Base.metadata`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.models import Base, Id, UTCDateTime
+from bot.store.models import Base, Id, UTCDateTime
 
 
 class Advisory(Base):
@@ -22,7 +22,7 @@ class Advisory(Base):
     #: JSON array of the record's aliases (CVE and other database ids).
     aliases: Mapped[str] = mapped_column(Text, default="[]")
     severity: Mapped[str] = mapped_column(String(16))
-    #: The record as imported (compact JSON), read back by `bot.store.advisories.candidates`.
+    #: The record as imported (compact JSON), read back by `bot.vulns.store.candidates`.
     raw: Mapped[str] = mapped_column(Text)
 
 

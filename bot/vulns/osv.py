@@ -22,8 +22,8 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, ValidationError
 
-from bot.findings import Severity
-from bot.validation import describe_validation
+from bot.infra.validation import describe_validation
+from bot.model.findings import Severity
 from bot.vulns.versions import (
     DPKG,
     NATURAL,
@@ -134,7 +134,7 @@ class LoadError(NamedTuple):
 
 
 def describe_error(exc: Exception) -> str:
-    """Why a record was not read, without quoting it (see bot.validation)."""
+    """Why a record was not read, without quoting it (see bot.infra.validation)."""
     if isinstance(exc, ValidationError):
         return "not an OSV record: " + describe_validation(exc)
     if isinstance(exc, json.JSONDecodeError):

@@ -9,7 +9,7 @@
   in the REST answer's wrapper `{"<that mime type>": {…report…}}`.
 * `detect_and_parse`: any of them, told apart by shape.
 
-Severities become `bot.findings.Severity`: Critical, High, Medium (and Moderate), Low;
+Severities become `bot.model.findings.Severity`: Critical, High, Medium (and Moderate), Low;
 Negligible is low; Unknown, None or anything else is info.
 
 One report may name the same vulnerability twice for one package: Trivy once per file the
@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.findings import Finding, Severity
+from bot.model.findings import Finding, Severity
 
 TITLE_MAX = 150
 _STDERR_SHOWN = 500

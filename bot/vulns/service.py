@@ -9,12 +9,9 @@ from collections.abc import Collection, Sequence
 
 from pydantic import ValidationError
 
-from bot.db import Database
-from bot.findings import Finding
-from bot.images import ImageFacts
-from bot.inventory import inventory
-from bot.layers import os_release
-from bot.store import advisories
+from bot.model.findings import Finding
+from bot.store.db import Database
+from bot.vulns import store as advisories
 from bot.vulns.match import Matched, NameKey, Package, matches, name_key, to_findings
 from bot.vulns.osv import Compiled, OsvRecord, compile_record, describe_error
 from bot.vulns.table import NameTable
@@ -24,22 +21,6 @@ log = logging.getLogger(__name__)
 #: Records compiled in one call past which a long-running matcher moves the new tables out of
 #: the cyclic garbage collector's reach (see `Vulnerabilities`).
 FREEZE_AFTER = 1_000
-
-
-def packages_of(facts: ImageFacts, limit: int | None = None) -> list[Package]:
-    """Every platform's installed packages, each once; with `limit`, at most `limit + 1` (more
-    than `limit` returned means the image has more than the cap, and they were not all read)."""
-    found: dict[tuple[str, str, str, str | None], Package] = {}
-    for platform in facts.platforms:
-        if platform.filesystem is None:
-            continue
-        left = None if limit is None else limit + 1 - len(found)
-        fs = platform.filesystem
-        for p in inventory(fs, os_release(fs), left):
-            found.setdefault((p.ecosystem, p.name, p.version, p.distro), p)
-        if limit is not None and len(found) > limit:
-            break
-    return list(found.values())
 
 
 class Vulnerabilities:

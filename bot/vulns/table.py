@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from bot.findings import Severity
+from bot.model.findings import Severity
 from bot.vulns.osv import Affected, Compiled, Entry, Fix, Ord, Range, covers, parsed_version
 from bot.vulns.versions import scheme
 

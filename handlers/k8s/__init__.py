@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bot.app import Core
-from bot.events import WorkloadObserved
+from bot.core import Core
+from bot.model.events import WorkloadObserved
 from handlers.k8s import admission
 from handlers.k8s.watch import ClusterWatcher
 

@@ -31,14 +31,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from bot.admission import Verdict, seen_event
-from bot.app import Core
-from bot.checks.policy import Workload
+from bot.cluster.admission import Verdict, seen_event
+from bot.cluster.policy import Workload
 from bot.config import Admission
-from bot.events import WorkloadSeen
-from bot.intake import IntakeUnavailable
-from bot.validation import describe_validation
-from bot.web import json_error, same_secret
+from bot.core import Core
+from bot.infra.validation import describe_validation
+from bot.infra.web import json_error, same_secret
+from bot.intake.intake import IntakeUnavailable
+from bot.model.events import WorkloadSeen
 
 log = logging.getLogger(__name__)
 SOURCE = "k8s-admission"

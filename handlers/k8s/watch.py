@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from bot.cluster import (
+from bot.cluster.observe import (
     ClusterConfig,
     WorkloadKind,
     WorkloadObserved,

@@ -7,7 +7,7 @@ import hmac
 from collections.abc import Mapping
 
 from bot.config import Registry
-from bot.web import same_secret
+from bot.infra.web import same_secret
 from handlers.registry.errors import Unauthorized
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.config import Registry
-from bot.events import ImageDeleted, ImagePushed
+from bot.model.events import ImageDeleted, ImagePushed
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload
 from handlers.registry.parsed import Parsed, describe

@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from bot.config import Registry
-from bot.events import DIGEST_PATTERN, ImagePushed
+from bot.model.events import DIGEST_PATTERN, ImagePushed
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload
 from handlers.registry.parsed import Parsed, describe

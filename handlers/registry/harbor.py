@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bot.config import Registry
-from bot.events import DIGEST_PATTERN, ImageDeleted, ImagePushed, ScanCompleted
+from bot.model.events import DIGEST_PATTERN, ImageDeleted, ImagePushed, ScanCompleted
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload, Unauthorized
 from handlers.registry.parsed import Parsed, describe

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.app import Core
 from bot.config import Registry, RegistryKind
-from bot.intake import IntakeUnavailable
-from bot.web import json_error
+from bot.core import Core
+from bot.infra.web import json_error
+from bot.intake.intake import IntakeUnavailable
 from handlers.registry import (
     artifact_registry,
     distribution,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.events import ImageDeleted, ImagePushed, ScanCompleted
-from bot.validation import describe_validation as describe
+from bot.infra.validation import describe_validation as describe
+from bot.model.events import ImageDeleted, ImagePushed, ScanCompleted
 
 
 @dataclass(frozen=True)

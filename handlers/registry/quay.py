@@ -30,7 +30,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bot.config import Registry
-from bot.events import ImagePushed
+from bot.model.events import ImagePushed
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload
 from handlers.registry.parsed import Parsed, describe

@@ -17,9 +17,9 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.signature import SignatureVerifier
 
-from bot.app import Core
 from bot.config import SlackMode
-from bot.web import json_error
+from bot.core import Core
+from bot.infra.web import json_error
 from handlers.slack import actions, commands
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Slack buttons and modals → decisions. No rules here: the core re-reads and checks everything.
 
-Button values only point at a finding or message; `bot.decisions` re-reads it, checks the
+Button values only point at a finding or message; `bot.findings.decisions` re-reads it, checks the
 clicker, and decides. A refusal is an ephemeral message to the clicker (or an error in the
 modal), and nothing changes. Who may is checked twice for Approve and Ignore: at the click
 (before a modal opens) and again at the submission, which names its finding only through
@@ -18,9 +18,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app import Core
-from bot.authz import Action
-from bot.decisions import Outcome
+from bot.core import Core
+from bot.findings.authz import Action
+from bot.findings.decisions import Outcome
 from bot.slack import render
 from bot.slack.ids import ActionId, CallbackId
 

@@ -12,11 +12,11 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app import Core
-from bot.digest_jobs import DigestJobs
-from bot.queries import OpenFinding
+from bot.core import Core
+from bot.digest.jobs import DigestJobs
+from bot.digest.render import digest_text
+from bot.findings.queries import OpenFinding
 from bot.slack import render
-from bot.slack.digest_render import digest_text
 from bot.slack.escape import code, mrkdwn, truncate
 
 HELP = (

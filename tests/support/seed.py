@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.models import FindingRow, Image, TrackedFinding
+from bot.store.models import FindingRow, Image, TrackedFinding
 
 DIGEST = "sha256:" + "ab" * 32
 

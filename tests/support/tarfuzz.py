@@ -5,7 +5,7 @@ and the hypothesis property test in tests/test_layers.py.
 An input is two option bytes and a layer blob (see `Options`). `seeds()` builds real layers
 byte by byte: ustar with its prefix field, GNU long names and links (`L`/`K`), pax headers
 (`path`, `linkpath`, `size`, `GNU.sparse.*`, a global `g`), old GNU sparse (`S` with extension
-blocks), whiteouts, symlinks, hardlinks, devices, and the package databases `bot.inventory`
+blocks), whiteouts, symlinks, hardlinks, devices, and the package databases `bot.images.inventory`
 reads; each plain, gzip (one and several members) and zstd (one and several frames, skippable
 frames) when `zstandard` is installed. `mutate` decompresses a blob, changes the tar inside it
 where a parser decides things (a header field with the checksum recomputed, so the change
@@ -32,9 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot import layers
-from bot.inventory import inventory
-from bot.layers import (
+from bot.images import layers
+from bot.images.inventory import inventory
+from bot.images.layers import (
     DEFAULT_WANT,
     INVENTORY_MAX_TOTAL,
     INVENTORY_WANT,

@@ -25,10 +25,10 @@ from typing import Any, Self
 
 from pydantic import Field, model_validator
 
-from bot.events import DIGEST_PATTERN, ContainerImage, WorkloadKind, WorkloadObserved
+from bot.model.events import DIGEST_PATTERN, ContainerImage, WorkloadKind, WorkloadObserved
 
 __all__ = ["ContainerImage", "WorkloadKind", "WorkloadObserved"]
-from bot.sections import Section
+from bot.infra.sections import Section
 
 WORKLOAD_KINDS: tuple[WorkloadKind, ...] = (
     "Pod",

@@ -1,6 +1,6 @@
 """The packages installed in an image, read from its merged filesystem.
 
-`inventory(fs, os_release)` reads what `bot.layers.INVENTORY_WANT` captured (read the layers
+`inventory(fs, os_release)` reads what `bot.images.layers.INVENTORY_WANT` captured (read the layers
 with it and `max_total=INVENTORY_MAX_TOTAL`, then `merge`). Only the final view counts: a
 package whose files a later layer deleted is not installed.
 
@@ -48,19 +48,21 @@ from dataclasses import dataclass
 
 from packageurl import PackageURL
 
-from bot.layers import (
+from bot.images.facts import ImageFacts
+from bot.images.layers import (
     RPMDB_PATHS,
     EntryType,
     Filesystem,
     go_build_info,
     jar_path,
     node_package_path,
+    os_release,
     pom_properties,
     python_metadata_path,
 )
 from bot.vulns.package import Package
 
-__all__ = ["Package", "inventory", "parse_rpm_header", "source_package"]
+__all__ = ["Package", "inventory", "packages_of", "parse_rpm_header", "source_package"]
 
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"
@@ -73,7 +75,7 @@ def inventory(
     fs: Filesystem, os_release: dict[str, str] | None, limit: int | None = None
 ) -> list[Package]:
     """Every package installed in the final view of `fs`, each once, sorted by ecosystem, name
-    and version. `os_release` (`bot.layers.os_release(fs)`) names the distribution.
+    and version. `os_release` (`bot.images.layers.os_release(fs)`) names the distribution.
 
     With `limit`, at most `limit + 1` package records are read (the one past it tells the
     caller the cap was hit), so a database listing a million packages costs what the cap does.
@@ -591,3 +593,19 @@ def _go(data: bytes) -> Iterable[Package]:
     if stdlib:
         out.append(Package("Go", "stdlib", stdlib, _golang_purl("stdlib", stdlib)))
     return out
+
+
+def packages_of(facts: ImageFacts, limit: int | None = None) -> list[Package]:
+    """Every platform's installed packages, each once; with `limit`, at most `limit + 1` (more
+    than `limit` returned means the image has more than the cap, and they were not all read)."""
+    found: dict[tuple[str, str, str, str | None], Package] = {}
+    for platform in facts.platforms:
+        if platform.filesystem is None:
+            continue
+        left = None if limit is None else limit + 1 - len(found)
+        fs = platform.filesystem
+        for p in inventory(fs, os_release(fs), left):
+            found.setdefault((p.ecosystem, p.name, p.version, p.distro), p)
+        if limit is not None and len(found) > limit:
+            break
+    return list(found.values())

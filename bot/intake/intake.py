@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.clock import Clock
-from bot.db import Database
-from bot.events import Event, dump_event
-from bot.loops import raise_if_cancelled
-from bot.metrics import Metrics
+from bot.infra.clock import Clock
+from bot.infra.loops import raise_if_cancelled
+from bot.infra.metrics import Metrics
+from bot.model.events import Event, dump_event
 from bot.store import inbox
+from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,9 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import aiohttp
 from cachetools import LRUCache
 
-from bot.checks.layers import parse_created
 from bot.config import Registry, Scan
-from bot.images import ImageFacts, PlatformConfig, UnscannedLayer
-from bot.layers import (
+from bot.images.facts import ImageFacts, PlatformConfig, UnscannedLayer, parse_created
+from bot.images.layers import (
     INVENTORY_MAX_TOTAL,
     INVENTORY_WANT,
     LayerError,

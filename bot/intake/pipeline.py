@@ -12,15 +12,20 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.admission import containers_of, workload_subject
-from bot.announce import Announcer, Push, falco_severity
-from bot.checks.hygiene import HygienePolicy, run_image_checks
-from bot.checks.policy import Workload, evaluate, parse_image
+from bot.checks.base import HygienePolicy
+from bot.checks.hygiene import run_image_checks
 from bot.checks.team import graded, unsigned, untrusted_base
-from bot.clock import Clock
+from bot.cluster.admission import containers_of, workload_subject
+from bot.cluster.policy import Workload, evaluate, parse_image
 from bot.config import Registry, Settings, Team
-from bot.db import Database
-from bot.events import (
+from bot.findings.announce import Announcer, Push, falco_severity
+from bot.findings.routing import route_namespace, route_repository, route_workload
+from bot.images.facts import ImageFacts
+from bot.images.inventory import packages_of
+from bot.images.registry_client import PermanentRegistryError, RegistryClient
+from bot.infra.clock import Clock
+from bot.intake.worker import Apply, PermanentError
+from bot.model.events import (
     MAX_RESCANS,
     Event,
     ImageDeleted,
@@ -31,19 +36,16 @@ from bot.events import (
     WorkloadSeen,
     dump_event,
 )
-from bot.findings import Finding, Severity
-from bot.images import ImageFacts
-from bot.registry_client import PermanentRegistryError, RegistryClient
-from bot.routing import route_namespace, route_repository, route_workload
+from bot.model.findings import Finding, Severity
 from bot.slack import render
 from bot.store import cluster as cluster_store
 from bot.store import images, inbox, tracking
+from bot.store.db import Database
 from bot.store.memo import transaction_memo
 from bot.vulns.match import Package
 from bot.vulns.reports import ReportError, ReportFinding, ScannerError, parse_harbor, run_trivy
 from bot.vulns.reports import to_finding as report_finding
-from bot.vulns.service import Vulnerabilities, packages_of
-from bot.worker import Apply, PermanentError
+from bot.vulns.service import Vulnerabilities
 
 log = logging.getLogger(__name__)
 

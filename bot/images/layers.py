@@ -16,9 +16,9 @@ balloon. What it keeps (`LayerRecord`):
   (`reduce`) or read a file of any size as it streams past without holding it (`scan`);
 * the first `head_size` bytes (4 KiB) of every executable regular file, bounded per layer.
 
-`INVENTORY_WANT` (with `INVENTORY_MAX_TOTAL`) extends `DEFAULT_WANT` with what `bot.inventory`
-needs: the dpkg, apk and rpm databases, Python and npm package metadata, Maven coordinates out
-of jars and the build info of Go binaries.
+`INVENTORY_WANT` (with `INVENTORY_MAX_TOTAL`) extends `DEFAULT_WANT` with what
+`bot.images.inventory` needs: the dpkg, apk and rpm databases, Python and npm package
+metadata, Maven coordinates out of jars and the build info of Go binaries.
 
 `merge` stacks the records of an image's layers, bottom first, into a `Filesystem`: the final
 view (`present`) and the history (`ever`), where a file that a later layer deleted or replaced is
@@ -509,8 +509,8 @@ class GoBuildInfoScanner:
 
 
 def inventory_want(path: str, size: int) -> bool | int | Capture:
-    """`default_want`, and the package databases and metadata that `bot.inventory` reads, each
-    under a cap of its own (read layers with `max_total=INVENTORY_MAX_TOTAL`):
+    """`default_want`, and the package databases and metadata that `bot.images.inventory`
+    reads, each under a cap of its own (read layers with `max_total=INVENTORY_MAX_TOTAL`):
 
     * `var/lib/dpkg/status` up to 16 MiB (a full Debian desktop's is about 3 MiB) and
       `var/lib/dpkg/status.d/*` (distroless) 1 MiB each; `lib/apk/db/installed` 8 MiB;

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from bot.events import DIGEST_PATTERN, REPOSITORY_PATTERN
-from bot.layers import Filesystem
+from bot.images.layers import Filesystem
+from bot.model.events import DIGEST_PATTERN, REPOSITORY_PATTERN
 
 _REF = re.compile(
     r"^(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?)/(?P<repo>[a-z0-9._/-]+?)"
@@ -35,6 +35,20 @@ class ImageRef:
     def reference(self) -> str:
         """What to ask the registry for: the digest when known, else the tag."""
         return self.digest or self.tag or "latest"
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def parse_created(text: str | None) -> datetime | None:
+    """An image config's RFC 3339 `created` (Go writes nanoseconds and `Z`), or None."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip()))
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True)

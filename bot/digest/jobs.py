@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.clock import Clock
 from bot.config import Settings
-from bot.crontab import trigger_for
-from bot.db import Database
-from bot.digest import Digest, compute
-from bot.digest_chart import chart_png
-from bot.slack.digest_render import digest_message
+from bot.digest.chart import chart_png
+from bot.digest.compute import Digest, compute
+from bot.digest.cron import trigger_for
+from bot.digest.render import digest_message
+from bot.infra.clock import Clock
 from bot.store import outbox
+from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 

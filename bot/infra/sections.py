@@ -1,5 +1,5 @@
 """The base of every config section, apart from config.py so section models can live beside
-the code they configure (e.g. `bot.checks.policy.PolicyConfig`) without an import cycle."""
+the code they configure (e.g. `bot.cluster.policy.PolicyConfig`) without an import cycle."""
 
 from pydantic import BaseModel, ConfigDict
 

@@ -26,13 +26,13 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.clock import Clock
 from bot.config import Worker as WorkerSettings
-from bot.db import Database
-from bot.events import Event, load_event
-from bot.loops import raise_if_cancelled
-from bot.metrics import Metrics
+from bot.infra.clock import Clock
+from bot.infra.loops import raise_if_cancelled
+from bot.infra.metrics import Metrics
+from bot.model.events import Event, load_event
 from bot.store import inbox
+from bot.store.db import Database
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
-from bot.events import RuntimeAlert
-from bot.findings import Finding, Severity
-from bot.models import Alert, DecisionRow, SlackMessage, Suppression, TrackedFinding
+from bot.model.events import RuntimeAlert
+from bot.model.findings import Finding, Severity
 from bot.slack import render
 from bot.slack.escape import mrkdwn
 from bot.store import outbox, tracking
 from bot.store.memo import transaction_memo
+from bot.store.models import Alert, DecisionRow, SlackMessage, Suppression, TrackedFinding
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from bot.db import Database
-from bot.findings import Severity
-from bot.models import Image, Suppression, TrackedFinding
+from bot.model.findings import Severity
 from bot.store import tracking
+from bot.store.db import Database
+from bot.store.models import Image, Suppression, TrackedFinding
 
 
 @dataclass(frozen=True)

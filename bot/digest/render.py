@@ -21,7 +21,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.digest import (
+from bot.digest.compute import (
     BUCKET_LABELS,
     DecisionTaken,
     Digest,

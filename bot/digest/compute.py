@@ -63,8 +63,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from bot.findings import Severity
-from bot.models import Suppression, TrackedFinding, UTCDateTime
+from bot.model.findings import Severity
+from bot.store.models import Suppression, TrackedFinding, UTCDateTime
 
 SEVERITY_ORDER: tuple[str, ...] = tuple(s.value for s in Severity)  # critical first
 BUCKET_LABELS: tuple[str, ...] = ("<7d", "7\u201330d", "30\u201390d", "\u226590d")

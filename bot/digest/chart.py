@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-from bot.digest import BUCKET_LABELS, Digest, TeamDigest, severity_sort_key
+from bot.digest.compute import BUCKET_LABELS, Digest, TeamDigest, severity_sort_key
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

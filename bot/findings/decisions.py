@@ -1,7 +1,7 @@
 """Approve, Patch, Ignore and Acknowledge: the decisions people take in Slack.
 
 Each one re-reads the finding (a button's value is never trusted), checks who is asking
-(`bot.authz`: per team, per action), and applies the decision and its audit entry in one
+(`bot.findings.authz`: per team, per action), and applies the decision and its audit entry in one
 transaction; a second click finds the decision already taken and changes nothing. The message is
 then redrawn through the outbox. A refusal changes nothing but the audit log, which records it
 as `refused` (with what was attempted), so a probing clicker leaves a trace.
@@ -22,16 +22,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.announce import Announcer
-from bot.authz import Action, Permissions, Refusal, ignore_action
-from bot.clock import Clock
 from bot.config import Settings
-from bot.db import Database
-from bot.models import Alert, SlackMessage, Suppression, TrackedFinding
-from bot.patch_hooks import PatchHooks, PatchRequest
+from bot.findings.announce import Announcer
+from bot.findings.authz import Action, Permissions, Refusal, ignore_action
+from bot.findings.patch_hooks import PatchHooks, PatchRequest
+from bot.infra.clock import Clock
 from bot.slack import render
 from bot.slack.escape import code, mrkdwn
 from bot.store import outbox, tracking
+from bot.store.db import Database
+from bot.store.models import Alert, SlackMessage, Suppression, TrackedFinding
 
 log = logging.getLogger(__name__)
 

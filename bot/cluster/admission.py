@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.checks.policy import Workload, evaluate, parse_image, violations_message
+from bot.cluster.policy import Workload, evaluate, parse_image, violations_message
 from bot.config import Settings
-from bot.db import Database
-from bot.events import WorkloadSeen
-from bot.findings import Finding, Severity
-from bot.models import Suppression
+from bot.model.events import WorkloadSeen
+from bot.model.findings import Finding, Severity
 from bot.store import tracking
+from bot.store.db import Database
+from bot.store.models import Suppression
 
 MAX_WARNINGS = 10
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.announce import Announcer, Push
-from bot.clock import Clock, SystemClock
 from bot.config import Settings
-from bot.db import Database
-from bot.routing import route_repository
+from bot.findings.announce import Announcer, Push
+from bot.findings.routing import route_repository
+from bot.infra.clock import Clock, SystemClock
 from bot.slack import render
 from bot.store import images, tracking
+from bot.store.db import Database
 from bot.vulns.match import Package
 from bot.vulns.service import Vulnerabilities
 

@@ -56,8 +56,8 @@ from typing import Any, Literal, Self, TypeAlias
 
 from pydantic import field_validator, model_validator
 
-from bot.findings import Finding, Severity, worst_first
-from bot.sections import Section
+from bot.infra.sections import Section
+from bot.model.findings import Finding, Severity, worst_first
 
 Level: TypeAlias = Literal["privileged", "baseline", "restricted"]
 LEVELS: tuple[Level, ...] = ("privileged", "baseline", "restricted")

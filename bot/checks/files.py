@@ -1,7 +1,7 @@
 """Checks over an image's layers. Pure: LayerFacts in, findings out.
 
-The layers are read by `bot.layers` (`LayerReader` per layer, then `merge`); these checks look
-at the result:
+The layers are read by `bot.images.layers` (`LayerReader` per layer, then `merge`); these
+checks look at the result:
 
 * `miner-in-layers` (CRITICAL): crypto-miner files anywhere in the image history — known miner
   file names, executables whose first bytes name a miner or a mining pool protocol, and miner
@@ -10,11 +10,11 @@ at the result:
   and credential files anywhere in the image history. One finding per path (the path is the
   finding's `package`); secrets are shown masked only.
 * `eol-base-os` (HIGH past end of life, MEDIUM within `EOL_WARNING_DAYS` of it): the base OS
-  release from os-release against `bot/data/eol.json`. Unknown distributions and releases give
-  no finding.
+  release from os-release against `bot/checks/data/eol.json`. Unknown distributions and
+  releases give no finding.
 * `stale-image` (LOW past `max_age_days`, MEDIUM past a year): the image config's `created`.
 
-Layers are numbered from 1, bottom first, in the text ("layer 2 of 5"); `bot.layers` indexes
+Layers are numbered from 1, bottom first, in the text ("layer 2 of 5"); `bot.images.layers` indexes
 them from 0. A file that a later layer deleted or overwrote is still in the lower layer's blob,
 which everyone who can pull the image can download, so it is reported with that said.
 """
@@ -32,8 +32,8 @@ from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any
 
-from bot.findings import Finding, Severity
-from bot.layers import Entry, EntryType, Filesystem, LayerRecord, Version, merge, os_release
+from bot.images.layers import Entry, EntryType, Filesystem, LayerRecord, Version, merge, os_release
+from bot.model.findings import Finding, Severity
 
 MINER_ID = "miner-in-layers"
 LEAK_ID = "secret-in-layers"
@@ -77,20 +77,6 @@ class LayerFacts:
 class LayerPolicy:
     max_age_days: int = DEFAULT_MAX_AGE_DAYS
     disabled: frozenset[str] = frozenset()
-
-
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
-def parse_created(text: str | None) -> datetime | None:
-    """An image config's RFC 3339 `created` (Go writes nanoseconds and `Z`), or None."""
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip()))
-    except ValueError:
-        return None
-    return _utc(parsed)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -505,7 +491,7 @@ _MATCHES = frozenset({"major", "major.minor"})
 
 
 def parse_eol_table(data: Mapping[str, Any]) -> EolTable:
-    """The table in `bot/data/eol.json`; ValueError when it is malformed."""
+    """The table in `bot/checks/data/eol.json`; ValueError when it is malformed."""
     try:
         distros: dict[str, Distro] = {}
         for distro_id, d in data["distros"].items():
@@ -529,7 +515,7 @@ def parse_eol_table(data: Mapping[str, Any]) -> EolTable:
 
 @functools.cache
 def load_eol_table() -> EolTable:
-    text = resources.files("bot.data").joinpath("eol.json").read_text(encoding="utf-8")
+    text = resources.files("bot.checks.data").joinpath("eol.json").read_text(encoding="utf-8")
     return parse_eol_table(json.loads(text))
 
 

@@ -37,8 +37,9 @@ from bot.infra.web import json_errors
 from bot.intake.intake import Intake
 from bot.intake.pipeline import Pipeline
 from bot.intake.worker import PermanentError, Workers
+from bot.slack.delivery import Delivery
 from bot.slack.groups import SlackDirectory
-from bot.slack.notifier import Delivery, DryRunPoster, Poster, WebApiPoster
+from bot.slack.posters import DryRunPoster, Poster, WebApiPoster
 from bot.store import inbox, outbox
 from bot.store.db import Database, head_revision, migrate_async
 from bot.vulns.service import FREEZE_AFTER, Vulnerabilities

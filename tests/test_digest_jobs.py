@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bot.config import Database as DatabaseSettings
 from bot.digest.jobs import DigestJobs, last_fire
-from bot.slack.notifier import Delivery, WebApiPoster
+from bot.slack.delivery import Delivery
+from bot.slack.posters import WebApiPoster
 from bot.store.db import Database
 from bot.store.models import SlackMessage, TrackedFinding
 from handlers.cli import main

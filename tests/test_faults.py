@@ -31,7 +31,8 @@ from bot.config import Database as DatabaseSettings
 from bot.config import Slack as SlackSettings
 from bot.infra.clock import SystemClock
 from bot.infra.metrics import Metrics
-from bot.slack.notifier import Delivery, Posted, WebApiPoster
+from bot.slack.delivery import Delivery
+from bot.slack.posters import Posted, WebApiPoster
 from bot.store import outbox
 from bot.store.db import Database, migrate
 from bot.store.models import DecisionRow, InboxEvent, SlackMessage, Suppression

@@ -16,7 +16,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import Slack as SlackSettings
 from bot.infra.clock import SystemClock
 from bot.infra.metrics import Metrics
-from bot.slack.notifier import Delivery, DryRunPoster, WebApiPoster
+from bot.slack.delivery import Delivery
+from bot.slack.posters import DryRunPoster, WebApiPoster
 from bot.store import outbox
 from bot.store.db import Database
 from tests.conftest import BOT_TOKEN, make_settings, slack_section

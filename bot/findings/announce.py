@@ -10,16 +10,14 @@ not posted. Everything here runs inside the worker's transaction, so it happens 
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
-from bot.model.events import RuntimeAlert
 from bot.model.findings import Finding, Severity
 from bot.slack import render
 from bot.slack.escape import mrkdwn
@@ -41,7 +39,7 @@ class Push:
 class Announcer:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._page_rank = Severity(settings.alerts.page_severity).rank
+        self.page_rank = Severity(settings.alerts.page_severity).rank
 
     async def record_push(
         self,
@@ -106,7 +104,7 @@ class Announcer:
         """
         memo = transaction_memo(session)
         subject = f"{ctx.registry}/{ctx.repository}"
-        await self._lock(session, subject)
+        await self.lock(session, subject)
         known: dict[tuple[str, str], TrackedFinding] | None = memo.get(("tracked", subject))
         if known is None:
             rows = await tracking.tracked_for(session, ctx.registry, ctx.repository, lock=True)
@@ -119,7 +117,7 @@ class Announcer:
             memo[("suppressions", subject, ctx.team)] = suppressions
         return known, suppressions
 
-    async def _lock(self, session: AsyncSession, subject: str) -> None:
+    async def lock(self, session: AsyncSession, subject: str) -> None:
         """`tracking.lock_subject`, once per subject and transaction (held until its end)."""
         memo = transaction_memo(session)
         if ("lock", subject) not in memo:
@@ -136,7 +134,7 @@ class Announcer:
         window = timedelta(seconds=self._settings.slack.coalesce_seconds)
         message = await tracking.pending_post(session, subject, now - window) if window else None
         if message is None:
-            pages = any(Severity(r.severity).rank >= self._page_rank for r in rows)
+            pages = any(Severity(r.severity).rank >= self.page_rank for r in rows)
             channel = push.critical_channel if pages and push.critical_channel else push.channel
             key = f"push:{subject}@{ctx.digest}#{push.tag or ''}"
             message = await outbox.add_post(
@@ -166,14 +164,14 @@ class Announcer:
         for row in rows:
             row.message_id = message.id
         await session.flush()
-        paging = [r for r in rows if Severity(r.severity).rank >= self._page_rank]
+        paging = [r for r in rows if Severity(r.severity).rank >= self.page_rank]
         if paging:
             worst = max(paging, key=lambda r: Severity(r.severity).rank)
             summary = f"{worst.severity} {worst.check_id} in {worst.repository}"
-            await self._open_alert(session, message, worst.team, summary, now)
+            await self.open_alert(session, message, worst.team, summary, now)
         await self.redraw(session, message.id, now)
 
-    async def _open_alert(
+    async def open_alert(
         self,
         session: AsyncSession,
         message: SlackMessage,
@@ -302,62 +300,6 @@ class Announcer:
             context=json.dumps({"pushes": [[push.tag, ctx.digest]]}),
         )
 
-    async def record_runtime(
-        self,
-        session: AsyncSession,
-        alert: RuntimeAlert,
-        team: str | None,
-        channel: str,
-        now: datetime,
-    ) -> None:
-        """One message per rule and team per window, counting pods as the rule spreads."""
-        falco = self._settings.falco
-        subject = f"falco:{team or '-'}:{alert.rule}"[:400]
-        await self._lock(session, subject)
-        since = now - timedelta(minutes=falco.window_minutes)
-        message = await tracking.recent_post(session, subject, since)
-        if message is None:
-            ctx = render.RuntimeContext(
-                rule=alert.rule,
-                priority=alert.priority,
-                severity=falco_severity(alert),
-                team=team,
-                first_at=alert.time.isoformat(),
-                last_at=alert.time.isoformat(),
-                output=alert.output[:1500],
-                pods=_one(alert.pod),
-                workloads=_one(alert.workload),
-                namespaces=_one(alert.namespace),
-                images=_one(alert.image),
-            )
-            message = await outbox.add_post(
-                session,
-                key=f"falco:{alert.delivery_id}",
-                channel=channel,
-                subject=subject,
-                context=json.dumps(ctx.to_json(), sort_keys=True),
-                now=now,
-                available_at=now,
-            )
-            if message is None:
-                return
-        else:
-            ctx = _spread(
-                render.RuntimeContext.from_json(json.loads(message.context or "{}")), alert
-            )
-            await tracking.set_message_content(
-                session, message.id, text=message.text, blocks=[], context=ctx.to_json()
-            )
-        if self._pages(ctx):
-            await self._open_alert(session, message, team, f"{ctx.severity} {ctx.rule}", now)
-        await self.redraw(session, message.id, now)
-
-    def _pages(self, ctx: render.RuntimeContext) -> bool:
-        if ctx.severity.rank >= self._page_rank or is_mining(ctx.rule, ctx.output):
-            return True
-        correlated = len(ctx.pods) >= self._settings.falco.correlate_pods
-        return correlated and ctx.severity.rank >= Severity.HIGH.rank
-
     async def redraw(
         self,
         session: AsyncSession,
@@ -418,52 +360,6 @@ class Announcer:
             if d.finding_id is not None:
                 decs[d.finding_id].append(d)
         return [_view_with_decisions(r, sups[r.id], decs[r.id], now) for r in rows]
-
-
-FALCO_SEVERITY = {
-    "emergency": Severity.CRITICAL,
-    "alert": Severity.CRITICAL,
-    "critical": Severity.CRITICAL,
-    "error": Severity.HIGH,
-    "warning": Severity.MEDIUM,
-    "notice": Severity.LOW,
-    "informational": Severity.LOW,
-    "info": Severity.LOW,
-    "debug": Severity.INFO,
-}
-_MINING = re.compile(r"mining|miner|crypto ?jack|stratum\+|xmrig", re.IGNORECASE)
-
-
-def is_mining(rule: str, output: str) -> bool:
-    """Crypto-mining rules and outbound connections to pools are always critical and page."""
-    return bool(_MINING.search(rule) or _MINING.search(output))
-
-
-def falco_severity(alert: RuntimeAlert) -> Severity:
-    if is_mining(alert.rule, alert.output):
-        return Severity.CRITICAL
-    return FALCO_SEVERITY.get(alert.priority.lower(), Severity.MEDIUM)
-
-
-def _one(value: str | None) -> tuple[str, ...]:
-    return (value,) if value else ()
-
-
-def _spread(ctx: render.RuntimeContext, alert: RuntimeAlert) -> render.RuntimeContext:
-    def add(values: tuple[str, ...], value: str | None) -> tuple[str, ...]:
-        return values if not value or value in values else (*values, value)[-200:]
-
-    severity = max(ctx.severity, falco_severity(alert), key=lambda s: s.rank)
-    return replace(
-        ctx,
-        count=ctx.count + 1,
-        last_at=alert.time.isoformat(),
-        severity=severity,
-        pods=add(ctx.pods, alert.pod),
-        workloads=add(ctx.workloads, alert.workload),
-        namespaces=add(ctx.namespaces, alert.namespace),
-        images=add(ctx.images, alert.image),
-    )
 
 
 def _covers(s: Suppression, row: TrackedFinding, digest: str) -> bool:

@@ -18,8 +18,9 @@ from bot.checks.team import graded, unsigned, untrusted_base
 from bot.cluster.admission import containers_of, workload_subject
 from bot.cluster.policy import Workload, evaluate, parse_image
 from bot.config import Registry, Settings, Team
-from bot.findings.announce import Announcer, Push, falco_severity
+from bot.findings.announce import Announcer, Push
 from bot.findings.routing import route_namespace, route_repository, route_workload
+from bot.findings.runtime import RuntimeAlerts, falco_severity
 from bot.images.facts import ImageFacts
 from bot.images.inventory import packages_of
 from bot.images.registry_client import PermanentRegistryError, RegistryClient
@@ -75,6 +76,7 @@ class Pipeline:
         self._scans = asyncio.Semaphore(settings.scan.concurrent_scans)
         self._vulns = vulns
         self._announcer = announcer
+        self._runtime_alerts = RuntimeAlerts(settings, announcer)
         self._client = registry_client
         self._clock = clock
         self._policy = policy_from(settings)
@@ -250,7 +252,7 @@ class Pipeline:
         channel = route.channel
         if team is not None and team.critical_channel and falco_severity(event).rank >= 4:
             channel = team.critical_channel
-        await self._announcer.record_runtime(session, event, route.team, channel, self._clock.now())
+        await self._runtime_alerts.record(session, event, route.team, channel, self._clock.now())
 
     async def _pushed(self, source: str, event: ImagePushed) -> Apply:
         """Read, check and inventory the image, a few images at a time (`concurrent_scans`):

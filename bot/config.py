@@ -25,8 +25,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bot.cluster.observe import ClusterConfig
 from bot.cluster.policy import PolicyConfig
-from bot.digest.cron import trigger_for
+from bot.digest.cron import validate as validate_cron
 from bot.infra.sections import Section
+from bot.model.findings import Severity
 
 DEFAULT_CONFIG_PATH = Path("crowsnest.toml")
 
@@ -178,8 +179,7 @@ class Registry(Section):
         return url.host or "" if url.port in (None, default) else f"{url.host}:{url.port}"
 
 
-SeverityName = Literal["critical", "high", "medium", "low", "info"]
-SEVERITIES = ("critical", "high", "medium", "low", "info")
+SEVERITIES = tuple(s.value for s in Severity)
 
 
 def _check_severity_keys(days: dict[str, int]) -> dict[str, int]:
@@ -214,7 +214,7 @@ class Team(Section):
     allowed_bases: tuple[str, ...] = ()
     #: Check ids this team turns off, and checks it grades differently.
     disabled_checks: tuple[str, ...] = ()
-    severities: dict[str, SeverityName] = {}
+    severities: dict[str, Severity] = {}
 
     @field_validator("sla_days")
     @classmethod
@@ -244,7 +244,7 @@ class Alerts(Section):
     #: and again before the fallback channel is told.
     ack_timeout: float = Field(900.0, gt=0)
     #: Findings at this severity or worse page on-call.
-    page_severity: SeverityName = "critical"
+    page_severity: Severity = Severity.CRITICAL
 
 
 class Digest(Section):
@@ -262,7 +262,7 @@ class Digest(Section):
     @classmethod
     def _crontab(cls, cron: str) -> str:
         try:
-            trigger_for(cron, "UTC")
+            validate_cron(cron)
         except ValueError as exc:
             raise ValueError(f"not a crontab expression: {exc}") from None
         return cron
@@ -412,7 +412,7 @@ class Checks(Section):
     #: `stale-image` reports images built longer ago than this.
     max_age_days: int = Field(180, ge=1)
     #: Re-grade checks for everyone: {"mutable-tag" = "medium"}; a team's `severities` wins.
-    severities: dict[str, SeverityName] = {}
+    severities: dict[str, Severity] = {}
 
 
 class Settings(BaseSettings):

@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from bot.config import Settings, Team
+from bot.model.findings import Expiry, Scope
 from bot.slack import render
 from bot.slack.escape import mrkdwn, truncate
 
@@ -73,7 +74,8 @@ APPROVERS_ONLY = frozenset({Action.APPROVE, Action.IGNORE_WIDE})
 
 def ignore_action(scope: str, expiry: str) -> Action:
     """An Ignore beyond this image or repository, or without an end date, is the wide kind."""
-    return Action.IGNORE_WIDE if scope == "vulnerability" or expiry == "fix" else Action.IGNORE
+    wide = scope == Scope.VULNERABILITY or expiry == Expiry.UNTIL_FIX
+    return Action.IGNORE_WIDE if wide else Action.IGNORE
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from bot.findings.announce import Announcer
 from bot.findings.authz import Action, Permissions, Refusal, ignore_action
 from bot.findings.patch_hooks import PatchHooks, PatchRequest
 from bot.infra.clock import Clock
+from bot.model.findings import DecisionKind, Expiry, Scope, SuppressionKind
 from bot.slack import render
 from bot.slack.escape import code, mrkdwn
 from bot.store import outbox, tracking
@@ -35,11 +36,9 @@ from bot.store.models import Alert, SlackMessage, Suppression, TrackedFinding
 
 log = logging.getLogger(__name__)
 
-EXPIRY_DAYS = {"7": 7, "30": 30, "90": 90}
-SCOPES = frozenset({"image", "repository", "vulnerability"})
 BOT_ACTOR = "crowsnest"
 #: The audit log's action for a decision someone was not allowed to take.
-REFUSED = "refused"
+REFUSED = DecisionKind.REFUSED
 
 
 @dataclass(frozen=True)
@@ -117,19 +116,25 @@ class Decisions:
     async def approve(
         self, finding_id: int, user_id: str, reason: str, expiry: str | None
     ) -> Outcome:
-        days = EXPIRY_DAYS.get(expiry or "")
+        days = Expiry(expiry).days if expiry in set(Expiry) else None
         return await self._suppress(
-            Action.APPROVE, finding_id, user_id, reason, days, False, "repository"
+            Action.APPROVE, finding_id, user_id, reason, days, False, Scope.REPOSITORY
         )
 
     async def ignore(
         self, finding_id: int, user_id: str, reason: str, expiry: str, scope: str
     ) -> Outcome:
-        if scope not in SCOPES or (expiry not in EXPIRY_DAYS and expiry != "fix"):
+        if scope not in set(Scope) or expiry not in set(Expiry):
             return _no("Choose an expiry and a scope from the list.")
-        days = EXPIRY_DAYS.get(expiry)
+        until = Expiry(expiry)
         return await self._suppress(
-            ignore_action(scope, expiry), finding_id, user_id, reason, days, expiry == "fix", scope
+            ignore_action(scope, expiry),
+            finding_id,
+            user_id,
+            reason,
+            until.days,
+            until is Expiry.UNTIL_FIX,
+            Scope(scope),
         )
 
     async def _suppress(
@@ -142,7 +147,7 @@ class Decisions:
         until_fixed: bool,
         scope: str,
     ) -> Outcome:
-        kind = "approve" if action is Action.APPROVE else "ignore"
+        kind = SuppressionKind.APPROVE if action is Action.APPROVE else SuppressionKind.IGNORE
         reason = reason.strip()
         owner = await self._read(finding_id)
         if owner is None:
@@ -203,7 +208,7 @@ class Decisions:
                 s,
                 at=now,
                 actor=user_id,
-                action="patch",
+                action=DecisionKind.PATCH,
                 subject=_subject(row),
                 finding_id=row.id,
                 expires_at=row.due_at,
@@ -219,7 +224,7 @@ class Decisions:
                     s,
                     at=self._clock.now(),
                     actor=BOT_ACTOR,
-                    action="patch-hook",
+                    action=DecisionKind.PATCH_HOOK,
                     subject=_subject(row),
                     finding_id=row.id,
                     details={"hook": f"{hook.kind}: {answer}", "decision": decision.id},
@@ -263,7 +268,7 @@ class Decisions:
                 s,
                 at=now,
                 actor=user_id,
-                action="ack",
+                action=DecisionKind.ACK,
                 subject=alert.summary,
                 details={"alert": alert.id, "level": alert.level},
             )
@@ -320,7 +325,7 @@ class Decisions:
                 team=row.team,
             )
         )
-        what = "Ignore" if sup.kind == "ignore" else "Accepted risk"
+        what = "Ignore" if sup.kind == SuppressionKind.IGNORE else "Accepted risk"
         ctx = render.PushContext(
             **{
                 **ctx.to_json(),
@@ -401,7 +406,7 @@ class Decisions:
             s,
             at=now,
             actor=BOT_ACTOR,
-            action="escalate",
+            action=DecisionKind.ESCALATE,
             subject=alert.summary,
             details={"alert": alert.id, "level": alert.level},
         )
@@ -439,7 +444,7 @@ class Decisions:
             return "This finding is already fixed."
         for sup in await tracking.suppressions_of(s, [row.id]):
             if tracking.active(sup, now, row):
-                verb = "approved" if sup.kind == "approve" else "ignored"
+                verb = "approved" if sup.kind == SuppressionKind.APPROVE else "ignored"
                 return f"Already {verb} by {render.user(sup.decided_by)}."
         return None
 
@@ -466,14 +471,14 @@ def _suppression(
     until_fixed: bool,
     now: datetime,
 ) -> Suppression:
-    team_wide = scope == "vulnerability"
+    team_wide = scope == Scope.VULNERABILITY
     return Suppression(
         kind=kind,
         scope=scope,
         team=row.team,
         registry_name=None if team_wide else row.registry_name,
         repository=None if team_wide else row.repository,
-        digest=row.last_seen_digest if scope == "image" else None,
+        digest=row.last_seen_digest if scope == Scope.IMAGE else None,
         check_id=row.check_id,
         package=None if team_wide else row.package,
         until=until,

@@ -46,5 +46,45 @@ class Finding:
         return f"{self.check_id}|{self.package or ''}"
 
 
+class Scope(StrEnum):
+    """What an Ignore covers (an Approve always covers its repository)."""
+
+    IMAGE = "image"
+    REPOSITORY = "repository"
+    #: The check or vulnerability in every repository of the team.
+    VULNERABILITY = "vulnerability"
+
+
+class Expiry(StrEnum):
+    """How long an Approve or an Ignore holds: a number of days, or until a fix exists."""
+
+    DAYS_7 = "7"
+    DAYS_30 = "30"
+    DAYS_90 = "90"
+    UNTIL_FIX = "fix"
+
+    @property
+    def days(self) -> int | None:
+        return None if self is Expiry.UNTIL_FIX else int(self.value)
+
+
+class SuppressionKind(StrEnum):
+    APPROVE = "approve"
+    IGNORE = "ignore"
+
+
+class DecisionKind(StrEnum):
+    """The audit log's actions (`decisions.action`), besides `<kind>-expired`."""
+
+    APPROVE = "approve"
+    IGNORE = "ignore"
+    PATCH = "patch"
+    PATCH_HOOK = "patch-hook"
+    ACK = "ack"
+    ESCALATE = "escalate"
+    #: Someone tried a decision they may not take: nothing changed.
+    REFUSED = "refused"
+
+
 def worst_first(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (-f.severity.rank, f.check_id, f.package or ""))

@@ -11,6 +11,18 @@ class ActionId(StrEnum):
     SHOW_ALL = "findings.show_all"
 
 
+class InputId(StrEnum):
+    """Block ids of the decision modal's inputs; each input's element has `INPUT_VALUE`."""
+
+    REASON = "reason"
+    EXPIRY = "expiry"
+    SCOPE = "scope"
+
+
+#: The action id of the one element in each of the decision modal's input blocks.
+INPUT_VALUE = "value"
+
+
 class CallbackId(StrEnum):
     APPROVE = "decision.approve"
     IGNORE = "decision.ignore"

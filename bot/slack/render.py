@@ -32,9 +32,9 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from bot.model.findings import Severity
+from bot.model.findings import Expiry, Scope, Severity
 from bot.slack.escape import code, mrkdwn, truncate
-from bot.slack.ids import ActionId, CallbackId
+from bot.slack.ids import INPUT_VALUE, ActionId, CallbackId, InputId
 
 MAX_BLOCKS = 50
 MAX_MODAL_BLOCKS = 100
@@ -332,11 +332,16 @@ def all_findings_modal(ctx: PushContext, findings: list[FindingView]) -> dict[st
     return view.to_dict()
 
 
-IGNORE_EXPIRY = {"7": "7 days", "30": "30 days", "90": "90 days", "fix": "Until a fix exists"}
+IGNORE_EXPIRY = {
+    Expiry.DAYS_7: "7 days",
+    Expiry.DAYS_30: "30 days",
+    Expiry.DAYS_90: "90 days",
+    Expiry.UNTIL_FIX: "Until a fix exists",
+}
 IGNORE_SCOPE = {
-    "image": "This image (digest)",
-    "repository": "This repository",
-    "vulnerability": "This check or vulnerability, whole team",
+    Scope.IMAGE: "This image (digest)",
+    Scope.REPOSITORY: "This repository",
+    Scope.VULNERABILITY: "This check or vulnerability, whole team",
 }
 
 
@@ -352,10 +357,10 @@ def decision_modal(
     blocks: list[Block] = [
         SectionBlock(text=MarkdownTextObject(text=finding_text(f, with_detail=False))),
         InputBlock(
-            block_id="reason",
+            block_id=InputId.REASON,
             label="Reason",
             element=PlainTextInputElement(
-                action_id="value",
+                action_id=INPUT_VALUE,
                 multiline=True,
                 max_length=1000,
                 placeholder="Why this is acceptable, for the audit log",
@@ -365,13 +370,15 @@ def decision_modal(
     if kind == "approve":
         blocks.append(
             InputBlock(
-                block_id="expiry",
+                block_id=InputId.EXPIRY,
                 label="Expires",
                 optional=True,
                 element=StaticSelectElement(
-                    action_id="value",
+                    action_id=INPUT_VALUE,
                     options=[
-                        Option(value=v, label=t) for v, t in IGNORE_EXPIRY.items() if v != "fix"
+                        Option(value=v, label=t)
+                        for v, t in IGNORE_EXPIRY.items()
+                        if v is not Expiry.UNTIL_FIX
                     ],
                 ),
             )
@@ -379,30 +386,34 @@ def decision_modal(
     else:
         blocks.append(
             InputBlock(
-                block_id="expiry",
+                block_id=InputId.EXPIRY,
                 label="Ignore for",
                 element=StaticSelectElement(
-                    action_id="value",
-                    initial_option=Option(value="30", label=IGNORE_EXPIRY["30"]),
+                    action_id=INPUT_VALUE,
+                    initial_option=Option(
+                        value=Expiry.DAYS_30, label=IGNORE_EXPIRY[Expiry.DAYS_30]
+                    ),
                     options=[
                         Option(value=v, label=t)
                         for v, t in IGNORE_EXPIRY.items()
-                        if wide or v != "fix"
+                        if wide or v is not Expiry.UNTIL_FIX
                     ],
                 ),
             )
         )
         blocks.append(
             InputBlock(
-                block_id="scope",
+                block_id=InputId.SCOPE,
                 label="Scope",
                 element=RadioButtonsElement(
-                    action_id="value",
-                    initial_option=Option(value="repository", label=IGNORE_SCOPE["repository"]),
+                    action_id=INPUT_VALUE,
+                    initial_option=Option(
+                        value=Scope.REPOSITORY, label=IGNORE_SCOPE[Scope.REPOSITORY]
+                    ),
                     options=[
                         Option(value=v, label=t)
                         for v, t in IGNORE_SCOPE.items()
-                        if wide or v != "vulnerability"
+                        if wide or v is not Scope.VULNERABILITY
                     ],
                 ),
             )

@@ -22,7 +22,7 @@ from bot.core import Core
 from bot.findings.authz import Action
 from bot.findings.decisions import Outcome
 from bot.slack import render
-from bot.slack.ids import ActionId, CallbackId
+from bot.slack.ids import INPUT_VALUE, ActionId, CallbackId, InputId
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,10 @@ def register(app: AsyncApp, core: Core) -> None:
     async def submit_approve(ack: AsyncAck, body: dict[str, Any]) -> None:
         values, meta, user = _submission(body)
         outcome = await core.decisions.approve(
-            meta.get("finding", -1), user, _text(values, "reason"), _choice(values, "expiry")
+            meta.get("finding", -1),
+            user,
+            _text(values, InputId.REASON),
+            _choice(values, InputId.EXPIRY),
         )
         await _answer_modal(ack, outcome)
 
@@ -79,9 +82,9 @@ def register(app: AsyncApp, core: Core) -> None:
         outcome = await core.decisions.ignore(
             meta.get("finding", -1),
             user,
-            _text(values, "reason"),
-            _choice(values, "expiry") or "",
-            _choice(values, "scope") or "",
+            _text(values, InputId.REASON),
+            _choice(values, InputId.EXPIRY) or "",
+            _choice(values, InputId.SCOPE) or "",
         )
         await _answer_modal(ack, outcome)
 
@@ -122,7 +125,7 @@ async def _answer_modal(ack: AsyncAck, outcome: Outcome) -> None:
     if outcome.ok:
         await ack()
     else:
-        await ack(response_action="errors", errors={"reason": outcome.modal_error[:150]})
+        await ack(response_action="errors", errors={InputId.REASON: outcome.modal_error[:150]})
 
 
 async def _tell(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
@@ -170,11 +173,11 @@ def _submission(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int], s
 
 
 def _text(values: dict[str, Any], block: str) -> str:
-    return str(((values.get(block) or {}).get("value") or {}).get("value") or "")
+    return str(((values.get(block) or {}).get(INPUT_VALUE) or {}).get("value") or "")
 
 
 def _choice(values: dict[str, Any], block: str) -> str | None:
-    element = (values.get(block) or {}).get("value") or {}
+    element = (values.get(block) or {}).get(INPUT_VALUE) or {}
     selected = element.get("selected_option") or {}
     value = selected.get("value")
     return str(value) if value else None

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -18,7 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.store.models import InboxEvent, UTCDateTime
 
-PENDING, PROCESSING, DONE, FAILED = "pending", "processing", "done", "failed"
+
+class InboxStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    #: Parked: retrying cannot help, or `max_attempts` are spent (see `crowsnest events`).
+    FAILED = "failed"
+
+
+PENDING, PROCESSING, DONE, FAILED = InboxStatus
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, or_, select, text, update
@@ -13,7 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.store._upsert import insert
 from bot.store.models import SlackChannel, SlackMessage, UTCDateTime
 
-PENDING, SENDING, UNSURE, POSTED, FAILED = "pending", "sending", "unsure", "posted", "failed"
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    #: Handed to Slack; `UNSURE` when the process died meanwhile (looked up before resending).
+    SENDING = "sending"
+    UNSURE = "unsure"
+    POSTED = "posted"
+    FAILED = "failed"
+
+
+PENDING, SENDING, UNSURE, POSTED, FAILED = MessageStatus
 
 
 async def enqueue(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import or_, select, text, update
@@ -12,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.models import Alert, DecisionRow, SlackMessage, Suppression, TrackedFinding
 
-OPEN, FIXED = "open", "fixed"
+
+class FindingStatus(StrEnum):
+    OPEN = "open"
+    FIXED = "fixed"
+
+
+OPEN, FIXED = FindingStatus
 
 
 async def tracked_for(

@@ -7,12 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bot.images.layers import Filesystem
+from bot.images.reference import InvalidReference, parse_reference
 from bot.model.events import DIGEST_PATTERN, REPOSITORY_PATTERN
-
-_REF = re.compile(
-    r"^(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?)/(?P<repo>[a-z0-9._/-]+?)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
 
 
 @dataclass(frozen=True)
@@ -26,10 +22,21 @@ class ImageRef:
 
     @classmethod
     def parse(cls, text: str) -> ImageRef:
-        m = _REF.match(text)
-        if not m or not (m["tag"] or m["digest"]) or not re.match(REPOSITORY_PATTERN, m["repo"]):
+        """The host is the first component, whatever it looks like (`registry/app:1` is the
+        repository `app` on the host `registry`); a tag or a sha256 digest is required."""
+        try:
+            ref = parse_reference(text)
+        except InvalidReference:
+            ref = None
+        if (
+            ref is None
+            or not ref.domain
+            or not (ref.tag or ref.digest)
+            or (ref.digest is not None and not re.match(DIGEST_PATTERN, ref.digest))
+            or not re.match(REPOSITORY_PATTERN, ref.path)
+        ):
             raise ValueError(f"not an image reference host[:port]/repo:tag or @sha256:…: {text!r}")
-        return cls(m["host"], m["repo"], m["tag"], m["digest"])
+        return cls(ref.domain, ref.path, ref.tag, ref.digest)
 
     @property
     def reference(self) -> str:

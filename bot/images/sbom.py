@@ -27,6 +27,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
+from bot.images.reference import InvalidReference, parse_reference
 from bot.vulns.package import Package
 
 SCHEMA_VERSION = SchemaVersion.V1_6
@@ -67,14 +68,13 @@ def _validate(text: str) -> None:
 
 
 def split_image_ref(image_ref: str) -> tuple[str, str | None, str | None]:
-    """`host:5000/team/app:1.0@sha256:…` -> (`host:5000/team/app`, `1.0`, `sha256:…`)."""
-    ref, _, at_digest = image_ref.strip().partition("@")
-    repository, tag = ref, None
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    if colon > slash:
-        repository, tag = ref[:colon], ref[colon + 1 :] or None
-    return repository, tag, at_digest or None
+    """`host:5000/team/app:1.0@sha256:…` -> (`host:5000/team/app`, `1.0`, `sha256:…`);
+    raises `SbomError` for what is not an image reference."""
+    try:
+        ref = parse_reference(image_ref.strip())
+    except InvalidReference as exc:
+        raise SbomError(f"not an image reference: {image_ref!r} ({exc})") from None
+    return ref.name, ref.tag, ref.digest
 
 
 def _image_component(image_ref: str, digest: str) -> Component:

@@ -16,6 +16,7 @@ from bot.core import Core
 from bot.digest.jobs import DigestJobs
 from bot.digest.render import digest_text
 from bot.findings.queries import OpenFinding
+from bot.images.reference import InvalidReference, parse_reference, split_domain
 from bot.slack import render
 from bot.slack.escape import code, mrkdwn, truncate
 
@@ -59,11 +60,12 @@ async def _help(core: Core, args: list[str]) -> str:
 async def _status(core: Core, args: list[str]) -> str:
     if not args:
         return "Usage: `/crowsnest status team-a/app[:tag]`"
-    ref = args[0].split("@", 1)[0]
-    last = ref.rsplit("/", 1)[-1]
-    repository, tag = ref.rsplit(":", 1) if ":" in last else (ref, None)
-    if "/" in repository and "." in repository.split("/", 1)[0]:
-        repository = repository.split("/", 1)[1]  # drop a registry host
+    try:
+        ref = parse_reference(args[0])
+    except InvalidReference:
+        return f"Nothing is known about {code(args[0])}."
+    _, repository = split_domain(ref.name)  # repositories are stored without host
+    tag = ref.tag
     image = await core.queries.latest_image(repository, tag)
     found = await core.queries.open_findings(repository=repository, limit=LIMIT)
     if image is None and not found:

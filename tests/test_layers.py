@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bot.images.layers as layers
-import bot.images.layers.tar as layer_tar
+import bot.images.layers.reader as layer_reader
 from bot.images.layers import (
     DEFAULT_HEAD_SIZE,
     DEFAULT_WANT,
@@ -228,7 +228,7 @@ def test_media_types() -> None:
 
 
 def test_zstd_without_the_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bot.images.layers.tar._zstd_module", lambda: None)
+    monkeypatch.setattr("bot.images.layers.reader._zstd_module", lambda: None)
     with pytest.raises(LayerError, match="zstd layers need the zstandard package"):
         LayerReader("application/vnd.oci.image.layer.v1.tar+zstd")
     reader = LayerReader()
@@ -270,7 +270,7 @@ def _raw_zstd_frame(payload: bytes) -> bytes:
 
 
 def test_zstd_frame_boundaries() -> None:
-    frames = layer_tar._ZstdFrames()
+    frames = layer_reader._ZstdFrames()
     skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"hello"
     blob = _raw_zstd_frame(b"x" * 200) + skippable + _raw_zstd_frame(b"")
     assert len(blob) == 209 + 13 + 9
@@ -278,7 +278,7 @@ def test_zstd_frame_boundaries() -> None:
         frames.feed(bytes([byte]))
         assert frames.at_boundary == (i + 1 in (209, 222, 231)), i
     with pytest.raises(LayerError, match="frame magic"):
-        layer_tar._ZstdFrames().feed(b"PK\x03\x04")
+        layer_reader._ZstdFrames().feed(b"PK\x03\x04")
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -59,13 +59,12 @@ test-faults: system-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m faults
 
 ## Every target 100,000 runs ($(FUZZ_RUNS)), each stopped at the first crash, at an input that
-## runs over 10 s (a hang) or at 1 GiB RSS (unbounded memory). zstandard is only for fuzzing the
-## zstd paths of the layer reader, which the bot takes only when that package is there.
+## runs over 10 s (a hang) or at 1 GiB RSS (unbounded memory).
 FUZZ_RUNS ?= 100000
 FUZZ_LIMITS := -timeout=10 -rss_limit_mb=1024 -print_final_stats=1
 FUZZ_PARSERS := distribution dockerhub ghcr harbor quay ecr artifact-registry falco admission
 fuzz: $(VENV)/.installed-test
-	$(BIN)/pip install -q atheris zstandard
+	$(BIN)/pip install -q atheris
 	@for target in $(FUZZ_PARSERS); do \
 		echo "== fuzz $$target"; \
 		CROWSNEST_FUZZ_ONLY=$$target $(BIN)/python tests/fuzz_parsers.py -runs=$(FUZZ_RUNS) \

@@ -11,8 +11,7 @@ a layer blob. The mutator is structure-aware (`tarfuzz.mutate`): it decompresses
 changes the tar inside it where the parser decides things (header fields with the checksum
 recomputed, pax records and their lengths, whole members inserted, dropped, repeated, the end
 cut), and compresses it again, now and then another way; one mutation in ten is libFuzzer's own
-on the raw blob, so the gzip and zstd framing is fuzzed too. `zstandard` must be installed for
-the zstd seeds and paths (`make fuzz` installs it; the bot reads zstd layers only with it).
+on the raw blob, so the gzip and zstd framing is fuzzed too.
 
 The contract (`tarfuzz.exercise`): feed/close raise nothing but `LayerError`, a failed reader
 stays failed, the record keeps to its caps and equals one whole-blob read, and merging and
@@ -66,8 +65,6 @@ def main() -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for name, seed in tarfuzz.seeds().items():
             (directory / f"seed-{name}").write_bytes(seed)
-    if tarfuzz.ZSTD is None:
-        print("fuzz_layers: zstandard is not installed: zstd layers are not fuzzed", flush=True)
     atheris.Setup(args, test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()
 

@@ -7,7 +7,7 @@ byte by byte: ustar with its prefix field, GNU long names and links (`L`/`K`), p
 (`path`, `linkpath`, `size`, `GNU.sparse.*`, a global `g`), old GNU sparse (`S` with extension
 blocks), whiteouts, symlinks, hardlinks, devices, and the package databases `bot.images.inventory`
 reads; each plain, gzip (one and several members) and zstd (one and several frames, skippable
-frames) when `zstandard` is installed. `mutate` decompresses a blob, changes the tar inside it
+frames). `mutate` decompresses a blob, changes the tar inside it
 where a parser decides things (a header field with the checksum recomputed, so the change
 gets past the checksum; a pax record and its length; a whole member inserted, dropped or
 repeated; the end cut off) and compresses it again, the same way or another.
@@ -20,12 +20,12 @@ record obeys its caps and gives the same record as one whole-blob feed; and `mer
 
 from __future__ import annotations
 
-import importlib
 import io
 import random
 import re
 import sqlite3
 import struct
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -49,19 +49,15 @@ from bot.images.layers import (
     os_release,
 )
 
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
+
 BLOCK = 512
 PREFIX = 2
 """Option bytes in front of every input's blob."""
 
-
-def _zstd() -> Any | None:
-    try:
-        return importlib.import_module("zstandard")
-    except ImportError:
-        return None
-
-
-ZSTD = _zstd()
 
 # --- tar, byte by byte ---------------------------------------------------------------------
 
@@ -354,18 +350,16 @@ def _splits(data: bytes, rng: random.Random, most: int) -> list[bytes]:
 
 
 def _zstd_frame(data: bytes, rng: random.Random) -> bytes:
-    assert ZSTD is not None
-    c = ZSTD.ZstdCompressor(
-        level=rng.choice([1, 3]),
-        write_checksum=rng.random() < 0.5,
-        write_content_size=rng.random() < 0.7,
+    c = zstd.ZstdCompressor(
+        options={
+            zstd.CompressionParameter.compression_level: rng.choice([1, 3]),
+            zstd.CompressionParameter.checksum_flag: rng.random() < 0.5,
+            zstd.CompressionParameter.content_size_flag: rng.random() < 0.7,
+        }
     )
     if rng.random() < 0.3:  # streamed: no content size, maybe several blocks
-        obj = c.compressobj()
-        frame: bytes = obj.compress(data) + obj.flush()
-        return frame
-    whole: bytes = c.compress(data)
-    return whole
+        return c.compress(data) + c.flush()
+    return c.compress(data, mode=zstd.ZstdCompressor.FLUSH_FRAME)
 
 
 def _skippable(rng: random.Random) -> bytes:
@@ -378,7 +372,7 @@ def encode(tar: bytes, codec: str, rng: random.Random) -> bytes:
         return _gzip(tar, rng.choice([1, 6]))
     if codec == "gzip-members":
         return b"".join(_gzip(part, 1) for part in _splits(tar, rng, 4))
-    if ZSTD is None or not codec.startswith("zstd"):
+    if not codec.startswith("zstd"):
         return tar
     if codec == "zstd":
         return _zstd_frame(tar, rng)
@@ -409,14 +403,17 @@ def decode(blob: bytes, most: int = 4 << 20) -> tuple[bytes, str] | None:
             return None
         return bytes(out), "gzip"
     if blob.startswith(b"\x28\xb5\x2f\xfd") or skippable_start(blob):
-        if ZSTD is None:
-            return None
+        out, rest = bytearray(), blob
         try:
-            reader = ZSTD.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
-            data: bytes = reader.read(most + 1)
-        except ZSTD.ZstdError:
+            while rest:  # frame by frame, as the reader does; at most `most` bytes out
+                d = zstd.ZstdDecompressor()
+                out += d.decompress(rest, most + 1 - len(out))
+                if not d.eof or len(out) > most:
+                    return None
+                rest = d.unused_data
+        except zstd.ZstdError:
             return None
-        return (data, "zstd") if len(data) <= most else None
+        return bytes(out), "zstd"
     return blob, "plain"
 
 
@@ -427,7 +424,7 @@ def seeds() -> dict[str, bytes]:
     """Seed inputs (option bytes and blob): every tar, plain and in every codec there is."""
     rng = random.Random(13)
     out: dict[str, bytes] = {}
-    codecs = [c for c in CODECS if ZSTD is not None or not c.startswith("zstd")]
+    codecs = CODECS
     for name, tar in _tars().items():
         for n, codec in enumerate(codecs):
             if name == "go" and codec == "plain":

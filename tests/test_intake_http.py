@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import sqlite3
 from pathlib import Path
@@ -13,7 +15,9 @@ from sqlalchemy import func, select
 
 from bot.store.db import Database
 from bot.store.models import InboxEvent
+from tests import test_distribution_parse as distribution_samples
 from tests.conftest import WEBHOOK_SECRET, make_settings
+from tests.test_registry_sources import EXPECTED, IGNORED, UNKNOWN, _load, retyped
 
 PUSH = (Path(__file__).parent / "fixtures/registry/distribution/push.json").read_bytes()
 CT = {"Content-Type": "application/vnd.docker.distribution.events.v1+json"}
@@ -109,7 +113,10 @@ async def test_metrics_count_received_and_rejected(client) -> None:  # type: ign
     await client.post("/hooks/registry/local", data=PUSH, headers={**CT, "Authorization": "x"})
     text = await (await client.get("/metrics")).text()
     assert 'crowsnest_events_received_total{source="local"} 1.0' in text
-    assert 'crowsnest_events_rejected_total{source="local",status="401"} 1.0' in text
+    assert (
+        'crowsnest_events_rejected_total{reason="unauthorized",source="local",status="401"} 1.0'
+        in text
+    )
 
 
 async def test_health_and_readiness(client) -> None:  # type: ignore[no-untyped-def]
@@ -168,3 +175,124 @@ async def test_a_writer_holding_on_past_the_intake_timeout_gets_a_503(
     resp = await client.post("/hooks/registry/local", data=PUSH, headers=AUTH)
     assert resp.status == 202
     assert await _stored(runtime.core.db) == 1
+
+
+# --- every source's real samples, through the endpoint -----------------------------------------
+
+KINDS = ["artifact-registry", "distribution", "dockerhub", "ecr", "ghcr", "harbor", "quay"]
+
+
+@pytest.fixture
+async def sources(app_client, sqlite_url):  # type: ignore[no-untyped-def]
+    """One registry of every kind, named after its kind."""
+    registries = [
+        {"name": kind, "kind": kind, "url": "http://127.0.0.1:9", "webhook_secret": WEBHOOK_SECRET}
+        for kind in KINDS
+    ]
+    settings = make_settings(sqlite_url, worker={"concurrency": 0}, registries=registries)
+    client, runtime = await app_client(settings)
+    client.runtime = runtime
+    return client
+
+
+async def _post(client, kind: str, headers: dict[str, str], body: bytes):  # type: ignore[no-untyped-def]
+    """POST as the source of `kind` presents its secret (CONTRACT.md). A captured request's
+    Host and Content-Length are its own: the client sets them for this one."""
+    transport = {"host", "content-length"}
+    headers = {k: v for k, v in headers.items() if k.lower() not in transport}
+    headers["Content-Type"] = "application/json"
+    query: dict[str, str] = {}
+    if kind in ("distribution", "ecr"):
+        headers["Authorization"] = f"Bearer {WEBHOOK_SECRET}"
+    elif kind == "harbor":
+        headers["Authorization"] = WEBHOOK_SECRET
+    elif kind == "ghcr":
+        mac = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        headers["X-Hub-Signature-256"] = f"sha256={mac}"
+    else:
+        query["token"] = WEBHOOK_SECRET
+    return await client.post(f"/hooks/registry/{kind}", data=body, params=query, headers=headers)
+
+
+def _samples(kind: str) -> tuple[list[str], list[str]]:
+    """(handled samples, ignored samples) among the real captures of `kind`."""
+    if kind == "distribution":
+        handled = [*distribution_samples.PUSHES, *distribution_samples.DELETES]
+        return handled, sorted(distribution_samples.IGNORED)
+    return list(EXPECTED[kind]), sorted(IGNORED[kind])
+
+
+def _load_any(kind: str, name: str) -> tuple[dict[str, str], bytes]:
+    if kind == "distribution":
+        return distribution_samples._load(name)
+    return _load(kind, name)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_handled_samples_are_stored_and_ignored_ones_get_the_ignored_answer(  # type: ignore[no-untyped-def]
+    sources, kind: str
+) -> None:
+    handled, ignored = _samples(kind)
+    stored = 0
+    for name in sorted(handled):
+        resp = await _post(sources, kind, *_load_any(kind, name))
+        assert resp.status == 202, (name, await resp.text())
+        answer = await resp.json()
+        assert answer == {"accepted": answer["accepted"], "duplicates": 0, "ignored": 0}, name
+        assert answer["accepted"] >= 1, name
+        stored += answer["accepted"]
+    assert stored == await _stored(sources.runtime.core.db)
+    for name in ignored:
+        headers, body = _load_any(kind, name)
+        events = len(json.loads(body).get("events", [None])) if kind == "distribution" else 1
+        resp = await _post(sources, kind, headers, body)
+        assert resp.status == 202, (name, await resp.text())
+        assert await resp.json() == {"accepted": 0, "duplicates": 0, "ignored": events}, name
+    assert await _stored(sources.runtime.core.db) == stored
+    text = await (await sources.get("/metrics")).text()
+    rejected = [x for x in text.splitlines() if x.startswith("crowsnest_events_rejected_total{")]
+    assert not [x for x in rejected if f'source="{kind}"' in x]
+
+
+@pytest.mark.parametrize("kind", sorted(UNKNOWN))
+async def test_an_unknown_type_gets_the_unsupported_answer_and_is_counted_apart(  # type: ignore[no-untyped-def]
+    sources, kind: str
+) -> None:
+    for name in UNKNOWN[kind]:
+        resp = await _post(sources, kind, *retyped(kind, name))
+        assert resp.status == 200, (name, await resp.text())
+        answer = await resp.json()
+        assert answer == {
+            "accepted": 0,
+            "duplicates": 0,
+            "ignored": 0,
+            "unsupported": 1,
+            "detail": answer["detail"],
+        }
+        assert name.rpartition(" ")[2] in answer["detail"] and "unsupported" in answer["detail"]
+    assert await _stored(sources.runtime.core.db) == 0
+    # A malformed body is still a 400, counted under its own reason.
+    resp = await _post(sources, kind, {"X-GitHub-Delivery": "d-1"}, b"{not json")
+    assert resp.status == 400
+    text = await (await sources.get("/metrics")).text()
+    unsupported = f'{{reason="unsupported",source="{kind}",status="200"}} {len(UNKNOWN[kind])}.0'
+    assert f"crowsnest_events_rejected_total{unsupported}" in text
+    malformed = f'{{reason="malformed",source="{kind}",status="400"}} 1.0'
+    assert f"crowsnest_events_rejected_total{malformed}" in text
+    assert f'crowsnest_events_ignored_total{{source="{kind}"}}' not in text
+
+
+async def test_a_distribution_batch_with_unsupported_events_stores_the_others(  # type: ignore[no-untyped-def]
+    client,
+) -> None:
+    push = json.loads(PUSH)["events"][0]
+    odd = push | {"id": "odd-1", "action": "frobnicate"}
+    body = json.dumps({"events": [push, odd, odd | {"id": "odd-2"}]}).encode()
+    resp = await client.post("/hooks/registry/local", data=body, headers=AUTH)
+    assert resp.status == 202
+    answer = {"accepted": 1, "duplicates": 0, "ignored": 0, "unsupported": 2}
+    assert await resp.json() == answer
+    assert await _stored(client.runtime.core.db) == 1
+    text = await (await client.get("/metrics")).text()
+    reasons = '{reason="unsupported",source="local",status="202"} 2.0'
+    assert f"crowsnest_events_rejected_total{reasons}" in text

@@ -4,6 +4,34 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+#: Why a request was refused, by the status it was answered with. A reason the status does not
+#: tell (`unsupported`: a valid delivery of an event type the bot does not know, answered 2xx
+#: so that the source does not retry it) is named by the caller.
+REJECTION_REASONS = {
+    "400": "malformed",
+    "401": "unauthorized",
+    "404": "unknown-source",
+    "413": "too-large",
+    "415": "content-type",
+    "503": "unavailable",
+}
+
+
+class Rejections:
+    """`crowsnest_events_rejected_total{source, status, reason}`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.counter = Counter(
+            "crowsnest_events_rejected",
+            "Requests refused at intake, and events set aside as unsupported",
+            ["source", "status", "reason"],
+            registry=registry,
+        )
+
+    def labels(self, source: str, status: str, reason: str | None = None) -> Counter:
+        """The counter for one source and answer; the reason defaults to the status's."""
+        return self.counter.labels(source, status, reason or REJECTION_REASONS.get(status, "other"))
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -24,12 +52,7 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        self.events_rejected = Counter(
-            "crowsnest_events_rejected",
-            "Requests refused at intake",
-            ["source", "status"],
-            registry=r,
-        )
+        self.events_rejected = Rejections(r)
         self.events_processed = Counter(
             "crowsnest_events_processed", "Events processed", ["source"], registry=r
         )

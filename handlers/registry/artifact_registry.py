@@ -10,6 +10,11 @@ reference may be absent).
 Authentication: the push subscription's endpoint URL carries the secret,
 `/hooks/registry/{name}?token=<secret>`. (Pub/Sub's OIDC push authentication is not used.)
 
+Actions (`HANDLED`, `IGNORED`): the documentation names INSERT and DELETE, and both are ours.
+Another action is unsupported. Pub/Sub redelivers anything it is not acknowledged with 2xx for
+as long as the subscription retains the message, so an unsupported one is answered 200 with
+`"unsupported"` (an acknowledgement) and counted apart.
+
 Quirks:
 - The repository is the reference's path after the host, PROJECT/REPO/IMAGE, as the registry
   names it; the host is dropped and never contacted. When both references are present they must
@@ -28,109 +33,84 @@ import base64
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from bot.config import Registry
-from bot.model.events import DIGEST_PATTERN, ImageDeleted, ImagePushed
+from bot.model.events import ImageDeleted, ImagePushed
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload
-from handlers.registry.parsed import Parsed, describe
+from handlers.registry.parsed import (
+    Parsed,
+    Payload,
+    checked,
+    describe,
+    full_digest,
+    handler_for,
+    ignored,
+)
 
-_DIGEST = re.compile(DIGEST_PATTERN)
+#: Artifact Registry's actions are upper-case words.
+_ACTION = re.compile(r"[A-Z][A-Z_]{0,49}")
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class Message(_Payload):
+class Message(Payload):
     data: str
     message_id: str | None = Field(None, alias="messageId", min_length=1, max_length=200)
     message_id_snake: str | None = Field(None, alias="message_id", min_length=1, max_length=200)
     publish_time: datetime | None = Field(None, alias="publishTime")
 
 
-class Envelope(_Payload):
+class Envelope(Payload):
     message: Message
     subscription: str | None = None
 
 
-class Notification(_Payload):
+class Notification(Payload):
     action: str
     digest: str | None = None
     tag: str | None = None
 
 
-def verify(
-    headers: Mapping[str, str], query: Mapping[str, str], body: bytes, registry: Registry
-) -> None:
-    """The configured secret as the `token` query parameter, compared in constant time."""
-    auth.query_token(query, registry)
+#: The configured secret as the `token` query parameter, compared in constant time.
+verify = auth.query_token
 
 
+@checked
 def parse(headers: Mapping[str, str], body: bytes, registry: str) -> Parsed:
+    envelope = Envelope.model_validate_json(body)
+    message = envelope.message
+    message_id = message.message_id or message.message_id_snake
+    if message_id is None:
+        raise MalformedPayload("message has no messageId")
     try:
-        envelope = Envelope.model_validate_json(body)
-        message = envelope.message
-        message_id = message.message_id or message.message_id_snake
-        if message_id is None:
-            raise MalformedPayload("message has no messageId")
-        try:
-            data = base64.b64decode(message.data, validate=True)
-        except ValueError:  # binascii.Error, or non-ASCII text
-            raise MalformedPayload("message.data is not base64") from None
-        try:
-            note = Notification.model_validate_json(data)
-        except ValidationError as exc:
-            raise MalformedPayload(f"in message.data: {describe(exc)}") from None
-        if note.action in IGNORED:
-            return Parsed(events=[], ignored=1)
-        handler = HANDLED.get(note.action)
-        if handler is None:
-            raise MalformedPayload("action is not INSERT or DELETE")
-        return handler(note, message_id, message.publish_time, registry)
+        data = base64.b64decode(message.data, validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        raise MalformedPayload("message.data is not base64") from None
+    try:
+        note = Notification.model_validate_json(data)
     except ValidationError as exc:
-        raise MalformedPayload(describe(exc)) from None
+        raise MalformedPayload(f"in message.data: {describe(exc)}") from None
+    handler = handler_for(note.action, HANDLED, IGNORED, what="action", shape=_ACTION)
+    if handler is None:
+        return ignored()
+    return handler(note, message_id, message.publish_time, registry)
 
 
 def _insert(
     note: Notification, message_id: str, published: datetime | None, registry: str
 ) -> Parsed:
-    repository, digest, tag = _reference(note)
-    return Parsed(
-        events=[
-            ImagePushed(
-                delivery_id=message_id,
-                registry=registry,
-                repository=repository,
-                digest=digest,
-                tag=tag,
-                pushed_at=published,
-            )
-        ]
-    )
+    return Parsed(events=[ImagePushed(**_fields(note, message_id, registry), pushed_at=published)])
 
 
 def _delete(
     note: Notification, message_id: str, published: datetime | None, registry: str
 ) -> Parsed:
-    repository, digest, tag = _reference(note)
-    return Parsed(
-        events=[
-            ImageDeleted(
-                delivery_id=message_id,
-                registry=registry,
-                repository=repository,
-                digest=digest,
-                tag=tag,
-            )
-        ]
-    )
+    return Parsed(events=[ImageDeleted(**_fields(note, message_id, registry))])
 
 
-def _reference(note: Notification) -> tuple[str, str | None, str | None]:
-    """(PROJECT/REPO/IMAGE, usable digest or None, tag or None) from the two references."""
+def _fields(note: Notification, message_id: str, registry: str) -> dict[str, Any]:
+    """Where the image is, from the two references, and the message id as the dedup key."""
     repositories = set()
     digest = tag = None
     if note.digest:
@@ -138,8 +118,7 @@ def _reference(note: Notification) -> tuple[str, str | None, str | None]:
         if not at:
             raise MalformedPayload("digest is not an IMAGE@DIGEST reference")
         repositories.add(repository)
-        if not _DIGEST.fullmatch(digest):
-            digest = None  # truncated, as in the documentation: resolve by tag
+        digest = full_digest(digest)  # truncated, as in the documentation: resolve by tag
     if note.tag:
         repository, colon, tag = _path(note.tag).rpartition(":")
         if not colon:
@@ -149,7 +128,13 @@ def _reference(note: Notification) -> tuple[str, str | None, str | None]:
         raise MalformedPayload("digest and tag name different images")
     if digest is None and tag is None:
         raise MalformedPayload("the notification names neither a sha256 digest nor a tag")
-    return repositories.pop(), digest, tag
+    return {
+        "delivery_id": message_id,
+        "registry": registry,
+        "repository": repositories.pop(),
+        "digest": digest,
+        "tag": tag,
+    }
 
 
 def _path(reference: str) -> str:

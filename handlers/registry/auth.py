@@ -27,19 +27,28 @@ def secret_of(registry: Registry) -> str:
 same = same_secret
 
 
-def bearer_header(headers: Mapping[str, str], registry: Registry) -> None:
+# Each check below is a provider's whole `verify(headers, query, body, registry)`.
+
+
+def bearer_header(
+    headers: Mapping[str, str], query: Mapping[str, str], body: bytes, registry: Registry
+) -> None:
     """`Authorization: Bearer <secret>` (distribution, gitlab, ecr)."""
     if not same(headers.get("Authorization", ""), f"Bearer {secret_of(registry)}"):
         raise Unauthorized("missing or wrong Authorization header")
 
 
-def query_token(query: Mapping[str, str], registry: Registry) -> None:
+def query_token(
+    headers: Mapping[str, str], query: Mapping[str, str], body: bytes, registry: Registry
+) -> None:
     """`?token=<secret>` on the webhook URL (dockerhub, quay, artifact-registry)."""
     if not same(query.get("token", ""), secret_of(registry)):
         raise Unauthorized("missing or wrong token query parameter")
 
 
-def hub_signature(headers: Mapping[str, str], body: bytes, registry: Registry) -> None:
+def hub_signature(
+    headers: Mapping[str, str], query: Mapping[str, str], body: bytes, registry: Registry
+) -> None:
     """`X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body>` (GitHub)."""
     mac = hmac.new(as_bytes(secret_of(registry)), body, hashlib.sha256).hexdigest()
     if not same(headers.get("X-Hub-Signature-256", ""), f"sha256={mac}"):

@@ -13,65 +13,57 @@ Quirks:
 - `callback_url` (for reporting a CI result back) is never called: no URL from a payload is.
 - The legacy payload (`push_data.images`, no `tag`, `repo_name` like `_/nginx`) names nothing
   that could be checked; it is refused as malformed rather than acknowledged and dropped.
+- Events (`HANDLED`, `IGNORED`): the push is the only one, and the body names no type, so a
+  body that is not a push cannot be told from a malformed one: it is refused (400). Nothing
+  here is ever unsupported.
 - No delivery id: the dedup key is repo_name + tag + pushed_at (epoch seconds), which a
   redelivery repeats and a new push of the same tag does not.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field
 
-from bot.config import Registry
 from bot.model.events import ImagePushed
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload
-from handlers.registry.parsed import Parsed, describe
+from handlers.registry.parsed import (
+    MAX_EPOCH,
+    Parsed,
+    Payload,
+    checked,
+    delivery_id,
+    json_object,
+)
 
-#: 9999-12-31T23:59:59Z: the last second a datetime can hold.
-MAX_EPOCH = 253_402_300_799
-_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class PushData(_Payload):
+class PushData(Payload):
     pushed_at: int = Field(ge=0, le=MAX_EPOCH)
     pusher: str | None = None
     tag: str | None = None
 
 
-class Repository(_Payload):
+class Repository(Payload):
     repo_name: str
 
 
-class Push(_Payload):
+class Push(Payload):
     push_data: PushData
     repository: Repository
 
 
-def verify(
-    headers: Mapping[str, str], query: Mapping[str, str], body: bytes, registry: Registry
-) -> None:
-    """The configured secret as the `token` query parameter, compared in constant time."""
-    auth.query_token(query, registry)
+#: The configured secret as the `token` query parameter, compared in constant time.
+verify = auth.query_token
 
 
+@checked
 def parse(headers: Mapping[str, str], body: bytes, registry: str) -> Parsed:
-    try:
-        raw = _OBJECT.validate_json(body)
-        kind = _kind(raw)
-        if kind in IGNORED:
-            return Parsed(events=[], ignored=1)
-        return HANDLED[kind](Push.model_validate(raw), registry)
-    except ValidationError as exc:
-        raise MalformedPayload(describe(exc)) from None
+    raw = json_object(body)
+    return HANDLED[_kind(raw)](Push.model_validate(raw), registry)
 
 
 def _kind(raw: dict[str, Any]) -> str:
@@ -89,7 +81,7 @@ def _push(ev: Push, registry: str) -> Parsed:
     return Parsed(
         events=[
             ImagePushed(
-                delivery_id=_delivery_id(repository, data.tag, data.pushed_at),
+                delivery_id=delivery_id(repository, data.tag, data.pushed_at),
                 registry=registry,
                 repository=repository,
                 digest=None,
@@ -99,13 +91,6 @@ def _push(ev: Push, registry: str) -> Parsed:
             )
         ]
     )
-
-
-def _delivery_id(*parts: object) -> str:
-    key = " ".join(str(p) for p in parts)
-    if len(key) <= 200:
-        return key
-    return "sha256:" + hashlib.sha256(auth.as_bytes(key)).hexdigest()
 
 
 HANDLED: dict[str, Callable[[Push, str], Parsed]] = {"push": _push}

@@ -9,10 +9,17 @@ Authentication: the API destination's connection adds `Authorization: Bearer <se
 auth), compared in constant time. EventBridge retries on 5xx and 429, and may deliver an event
 more than once: the event `id` is the dedup key.
 
+Events by detail-type and action-type (`HANDLED`, `IGNORED`):
+- `ECR Image Action` PUSH and DELETE with result SUCCESS are ours; FAILURE results and the other
+  detail-types ECR documents (image scans, scan setting changes, replication, pull-through cache,
+  referrers) are ignored. An image action must come from `source: aws.ecr` (only AWS can emit
+  `aws.*`).
+- Any other detail-type or action-type is unsupported (one ECR added after this bot, or a rule
+  matching more than it should). EventBridge retries only 5xx and 429 and drops other 4xx, so a
+  400 would lose nothing, but it would show as failed invocations of the API destination: an
+  unsupported event is answered 200 with `"unsupported"` and counted apart instead.
+
 Quirks:
-- Only `ECR Image Action` PUSH and DELETE with result SUCCESS are ours; FAILURE results and the
-  other detail-types (image scans, scan setting changes, replication, pull-through cache) are
-  ignored. An image action must come from `source: aws.ecr` (only AWS can emit `aws.*`).
 - The documentation's sample digest is shorter than 64 hex digits. A digest that is not a full
   sha256 is treated as absent: the push is resolved by its tag instead, and only a push or delete
   that then names nothing at all is malformed.
@@ -27,28 +34,31 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field
 
-from bot.config import Registry
-from bot.model.events import DIGEST_PATTERN, ImageDeleted, ImagePushed
+from bot.model.events import ImageDeleted, ImagePushed
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload
-from handlers.registry.parsed import Parsed, describe
+from handlers.registry.parsed import (
+    Parsed,
+    Payload,
+    checked,
+    full_digest,
+    handler_for,
+    ignored,
+    json_object,
+)
 
-_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
-_DIGEST = re.compile(DIGEST_PATTERN)
 IMAGE_ACTION = "ECR Image Action"
+#: EventBridge detail-types are capitalised words; ECR's action-types upper-case words.
+_NAME = re.compile(r"[A-Z][A-Za-z ]{0,59}(?: [A-Z_]{1,30})?")
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class _Head(_Payload):
+class _Head(Payload):
     detail_type: str = Field(alias="detail-type")
 
 
-class ImageActionDetail(_Payload):
+class ImageActionDetail(Payload):
     result: str
     repository_name: str = Field(alias="repository-name")
     image_digest: str | None = Field(None, alias="image-digest")
@@ -56,82 +66,60 @@ class ImageActionDetail(_Payload):
     image_tag: str | None = Field(None, alias="image-tag")
 
 
-class ImageAction(_Payload):
+class ImageAction(Payload):
     id: str = Field(min_length=1, max_length=200)
     source: str
     time: datetime | None = None
     detail: ImageActionDetail
 
 
-def verify(
-    headers: Mapping[str, str], query: Mapping[str, str], body: bytes, registry: Registry
-) -> None:
-    """The configured secret, as `Authorization: Bearer <secret>`, compared in constant time."""
-    auth.bearer_header(headers, registry)
+#: The configured secret, as `Authorization: Bearer <secret>`, compared in constant time.
+verify = auth.bearer_header
 
 
+@checked
 def parse(headers: Mapping[str, str], body: bytes, registry: str) -> Parsed:
-    try:
-        raw = _OBJECT.validate_json(body)
-        detail_type = _Head.model_validate(raw).detail_type
-        if detail_type in IGNORED:
-            return Parsed(events=[], ignored=1)
-        if detail_type != IMAGE_ACTION:
-            raise MalformedPayload("detail-type is not an ECR event this bot knows")
-        ev = ImageAction.model_validate(raw)
-        handler = HANDLED.get(f"{IMAGE_ACTION} {ev.detail.action_type}")
-        if handler is None:
-            raise MalformedPayload("action-type is not PUSH or DELETE")
-        if ev.source != "aws.ecr":
-            raise MalformedPayload("an ECR Image Action whose source is not aws.ecr")
-        if ev.detail.result != "SUCCESS":
-            return Parsed(events=[], ignored=1)  # the push or delete did not happen
-        return handler(ev, registry)
-    except ValidationError as exc:
-        raise MalformedPayload(describe(exc)) from None
+    raw = json_object(body)
+    name = _Head.model_validate(raw).detail_type
+    if name == IMAGE_ACTION:  # an image action names what happened in its detail
+        name = f"{IMAGE_ACTION} {ImageAction.model_validate(raw).detail.action_type}"
+    handler = handler_for(name, HANDLED, IGNORED, what="detail-type", shape=_NAME)
+    if handler is None:
+        return ignored()
+    ev = ImageAction.model_validate(raw)
+    if ev.source != "aws.ecr":
+        raise MalformedPayload("an ECR Image Action whose source is not aws.ecr")
+    if ev.detail.result != "SUCCESS":
+        return ignored()  # the push or delete did not happen
+    return handler(ev, registry)
 
 
 def _push(ev: ImageAction, registry: str) -> Parsed:
-    digest, tag = _reference(ev)
-    return Parsed(
-        events=[
-            ImagePushed(
-                delivery_id=ev.id,
-                registry=registry,
-                repository=ev.detail.repository_name,
-                digest=digest,
-                tag=tag,
-                pushed_at=ev.time,
-            )
-        ]
-    )
+    return Parsed(events=[ImagePushed(**_fields(ev, registry), pushed_at=ev.time)])
 
 
 def _delete(ev: ImageAction, registry: str) -> Parsed:
-    digest, tag = _reference(ev)
-    return Parsed(
-        events=[
-            ImageDeleted(
-                delivery_id=ev.id,
-                registry=registry,
-                repository=ev.detail.repository_name,
-                digest=digest,
-                tag=tag,
-            )
-        ]
-    )
+    return Parsed(events=[ImageDeleted(**_fields(ev, registry))])
 
 
-def _reference(ev: ImageAction) -> tuple[str | None, str | None]:
+def _fields(ev: ImageAction, registry: str) -> dict[str, Any]:
+    """Where the image is, and the event id as the dedup key."""
     d = ev.detail
     # Not a full sha256 (the documentation's sample is truncated): no digest, resolve by tag.
-    digest = d.image_digest if d.image_digest and _DIGEST.fullmatch(d.image_digest) else None
+    digest = full_digest(d.image_digest)
     tag = d.image_tag or None
     if digest is None and tag is None:
         raise MalformedPayload("the image action names neither a sha256 digest nor a tag")
-    return digest, tag
+    return {
+        "delivery_id": ev.id,
+        "registry": registry,
+        "repository": d.repository_name,
+        "digest": digest,
+        "tag": tag,
+    }
 
 
+#: detail-type, and for image actions the action-type.
 HANDLED: dict[str, Callable[[ImageAction, str], Parsed]] = {
     f"{IMAGE_ACTION} PUSH": _push,
     f"{IMAGE_ACTION} DELETE": _delete,

@@ -14,9 +14,14 @@ Quirks:
 - An artifact pushed by digest reports the digest again as its `tag`
   (registry.cern.ch sample): that is no tag, and the push is passed on by digest alone.
 - `resource_url` is built from Harbor's external URL setting and is never used.
-- Scan events carry a scan overview; a later issue ingests scan reports, so they are ignored for
-  now. The CloudEvents payload format (`"type": "harbor.artifact.pushed"`) is not accepted:
-  configure the policy with the Default format.
+- The CloudEvents payload format (`"type": "harbor.artifact.pushed"`) is not accepted: its type
+  is not of the shape of Harbor's own names (upper-case words), so it is malformed (400, which
+  Harbor shows as a failed delivery): configure the policy with the Default format.
+- Events by type (`HANDLED`, `IGNORED`): PUSH_ARTIFACT, DELETE_ARTIFACT and SCANNING_COMPLETED
+  are ours (the scan report is fetched from Harbor's API); pulls, failed or stopped scans,
+  quotas, replication, retention and charts are ignored. Harbor retries a webhook that is not
+  answered 2xx, so a type in neither table (one a later Harbor adds) is answered 200 with
+  `"unsupported"` and counted apart, rather than refused.
 - Harbor has no delivery id. The dedup key is type + repository + digest + tag + occur_at:
   repository and tag are in it as well so that one artifact pushed under two tags, or one digest
   pushed to two projects in the same second, stay separate events.
@@ -24,49 +29,53 @@ Quirks:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import Field
 
 from bot.config import Registry
-from bot.model.events import DIGEST_PATTERN, ImageDeleted, ImagePushed, ScanCompleted
+from bot.model.events import ImageDeleted, ImagePushed, ScanCompleted
 from handlers.registry import auth
 from handlers.registry.errors import MalformedPayload, Unauthorized
-from handlers.registry.parsed import Parsed, describe
+from handlers.registry.parsed import (
+    MAX_EPOCH,
+    Event,
+    Parsed,
+    Payload,
+    checked,
+    delivery_id,
+    full_digest,
+    handler_for,
+    ignored,
+    json_object,
+)
 
-#: 9999-12-31T23:59:59Z: the last second a datetime can hold.
-MAX_EPOCH = 253_402_300_799
-_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
-_DIGEST = re.compile(DIGEST_PATTERN)
+#: Harbor's event names are upper-case words (PUSH_ARTIFACT).
+_TYPE = re.compile(r"[A-Z][A-Z_]{0,49}")
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class _Head(_Payload):
+class _Head(Payload):
     type: str
 
 
-class Resource(_Payload):
+class Resource(Payload):
     digest: str | None = None
     tag: str | None = None
 
 
-class Repository(_Payload):
+class Repository(Payload):
     repo_full_name: str
 
 
-class EventData(_Payload):
+class EventData(Payload):
     resources: list[Resource] = Field(min_length=1, max_length=1000)
     repository: Repository
 
 
-class ArtifactEvent(_Payload):
+class ArtifactEvent(Payload):
     type: str
     #: Absent in some SCANNING_COMPLETED events as Harbor publishes them.
     occur_at: int | None = Field(None, ge=0, le=MAX_EPOCH)
@@ -87,59 +96,68 @@ def verify(
         raise Unauthorized("missing or wrong Authorization header")
 
 
+@checked
 def parse(headers: Mapping[str, str], body: bytes, registry: str) -> Parsed:
-    try:
-        raw = _OBJECT.validate_json(body)
-        kind = _Head.model_validate(raw).type
-        if kind in IGNORED:
-            return Parsed(events=[], ignored=1)
-        handler = HANDLED.get(kind)
-        if handler is None:
-            raise MalformedPayload(
-                "type is not a Harbor event name (is the policy's payload format Default?)"
-            )
-        return handler(ArtifactEvent.model_validate(raw), registry)
-    except ValidationError as exc:
-        raise MalformedPayload(describe(exc)) from None
+    raw = json_object(body)
+    handler = handler_for(
+        _Head.model_validate(raw).type,
+        HANDLED,
+        IGNORED,
+        what="type",
+        shape=_TYPE,
+        hint=" (is the policy's payload format Default?)",
+    )
+    if handler is None:
+        return ignored()
+    return handler(ArtifactEvent.model_validate(raw), registry)
 
 
 def _push_artifact(ev: ArtifactEvent, registry: str) -> Parsed:
     pushed_at = datetime.fromtimestamp(ev.occur_at, tz=UTC) if ev.occur_at is not None else None
-    events: list[ImagePushed | ImageDeleted | ScanCompleted] = []
-    for digest, tag in _references(ev):
-        events.append(
-            ImagePushed(
-                delivery_id=_delivery_id(ev, digest, tag),
-                registry=registry,
-                repository=ev.event_data.repository.repo_full_name,
-                digest=digest,
-                tag=tag,
-                actor=ev.operator,
-                pushed_at=pushed_at,
-            )
-        )
-    return Parsed(events=events)
-
-
-def _delete_artifact(ev: ArtifactEvent, registry: str) -> Parsed:
-    # DELETE_ARTIFACT removes the artifact itself (every tag on it), so the digest is the point.
-    events: list[ImagePushed | ImageDeleted | ScanCompleted] = [
-        ImageDeleted(
-            delivery_id=_delivery_id(ev, digest, tag),
-            registry=registry,
-            repository=ev.event_data.repository.repo_full_name,
-            digest=digest,
-            tag=tag,
-        )
+    events: list[Event] = [
+        ImagePushed(**_fields(ev, registry, digest, tag), actor=ev.operator, pushed_at=pushed_at)
         for digest, tag in _references(ev)
     ]
     return Parsed(events=events)
 
 
+def _delete_artifact(ev: ArtifactEvent, registry: str) -> Parsed:
+    # DELETE_ARTIFACT removes the artifact itself (every tag on it), so the digest is the point.
+    events: list[Event] = [
+        ImageDeleted(**_fields(ev, registry, digest, tag)) for digest, tag in _references(ev)
+    ]
+    return Parsed(events=events)
+
+
+def _scanning_completed(ev: ArtifactEvent, registry: str) -> Parsed:
+    """Harbor's scanner is done: the report is fetched from Harbor's API (never from the URL
+    in the payload) when the event is processed."""
+    events: list[Event] = [
+        ScanCompleted(**_fields(ev, registry, digest, tag))
+        for digest, tag in _references(ev)
+        if digest is not None
+    ]
+    return Parsed(events=events, ignored=len(ev.event_data.resources) - len(events))
+
+
+def _fields(
+    ev: ArtifactEvent, registry: str, digest: str | None, tag: str | None
+) -> dict[str, Any]:
+    """What every event made of one artifact of `ev` says: where it is, and its dedup key."""
+    repository = ev.event_data.repository.repo_full_name
+    return {
+        "delivery_id": delivery_id(ev.type, repository, digest, tag, ev.occur_at),
+        "registry": registry,
+        "repository": repository,
+        "digest": digest,
+        "tag": tag,
+    }
+
+
 def _references(ev: ArtifactEvent) -> list[tuple[str | None, str | None]]:
     refs = []
     for res in ev.event_data.resources:
-        digest = _usable_digest(res.digest)
+        digest = full_digest(res.digest)
         tag = res.tag or None
         if tag is not None and (tag == res.digest or tag.startswith("sha256:")):
             tag = None  # pushed by digest: Harbor repeats the digest in `tag`
@@ -147,38 +165,6 @@ def _references(ev: ArtifactEvent) -> list[tuple[str | None, str | None]]:
             raise MalformedPayload("an artifact names neither a sha256 digest nor a tag")
         refs.append((digest, tag))
     return refs
-
-
-def _usable_digest(digest: str | None) -> str | None:
-    """A full sha256 digest, or None: anything else cannot be looked up, the tag still can."""
-    if digest is None or not _DIGEST.fullmatch(digest):
-        return None
-    return digest
-
-
-def _delivery_id(ev: ArtifactEvent, digest: str | None, tag: str | None) -> str:
-    parts = (ev.type, ev.event_data.repository.repo_full_name, digest, tag, ev.occur_at)
-    key = " ".join("-" if p is None else str(p) for p in parts)
-    if len(key) <= 200:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _scanning_completed(ev: ArtifactEvent, registry: str) -> Parsed:
-    """Harbor's scanner is done: the report is fetched from Harbor's API (never from the URL
-    in the payload) when the event is processed."""
-    events: list[ImagePushed | ImageDeleted | ScanCompleted] = [
-        ScanCompleted(
-            delivery_id=_delivery_id(ev, digest, tag),
-            registry=registry,
-            repository=ev.event_data.repository.repo_full_name,
-            digest=digest,
-            tag=tag,
-        )
-        for digest, tag in _references(ev)
-        if digest is not None
-    ]
-    return Parsed(events=events, ignored=len(ev.event_data.resources) - len(events))
 
 
 HANDLED: dict[str, Callable[[ArtifactEvent, str], Parsed]] = {

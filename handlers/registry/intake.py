@@ -1,4 +1,18 @@
-"""POST /hooks/registry/{name}: size and type → registry lookup → verify → parse → store → 202."""
+"""POST /hooks/registry/{name}: size and type → registry lookup → verify → parse → store → 202.
+
+What each answer means to the sender:
+- 202 `{"accepted", "duplicates", "ignored"}`: the events are stored (or were already), and
+  the valid ones the bot has nothing to do with are counted in `ignored`.
+- 200 `{"accepted": 0, ..., "unsupported": n, "detail"}`: a valid delivery of an event type the
+  provider neither handles nor ignores (its module's `HANDLED` and `IGNORED`). Nothing is stored.
+  It is a 2xx because every source retries or flags anything else (Docker Distribution and
+  Harbor retry, Pub/Sub redelivers, GitHub lists failed deliveries), and retrying an event the
+  bot does not know cannot help; it is counted as
+  `crowsnest_events_rejected_total{status="200", reason="unsupported"}`, apart from malformed
+  bodies (400, `reason="malformed"`). A Distribution batch that mixes such events with others
+  is answered 202, with `"unsupported": n` added.
+- 400 malformed, 401 unauthorized, 404 unknown registry, 415 content type, 503 retry later.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +35,11 @@ from handlers.registry import (
     harbor,
     quay,
 )
-from handlers.registry.errors import MalformedPayload, Unauthorized
+from handlers.registry.errors import MalformedPayload, Unauthorized, Unsupported
 from handlers.registry.parsed import Parsed
 
 log = logging.getLogger(__name__)
+UNSUPPORTED = "unsupported"
 
 
 @dataclass(frozen=True)
@@ -77,18 +92,32 @@ async def _receive(request: web.Request, core: Core) -> web.Response:
         return _refuse(core, name, 401, str(exc))
     try:
         parsed = provider.parse(request.headers, body, registry.name)
+    except Unsupported as exc:
+        return _unsupported(core, name, exc)
     except MalformedPayload as exc:
         return _refuse(core, name, 400, f"malformed {registry.kind} payload: {exc}")
     if parsed.ignored:
         core.metrics.events_ignored.labels(name).inc(parsed.ignored)
+    if parsed.unsupported:
+        core.metrics.events_rejected.labels(name, "202", UNSUPPORTED).inc(parsed.unsupported)
     try:
         accepted = await core.intake.accept(name, parsed.events)
     except IntakeUnavailable as exc:
         log.warning("intake from %s refused with 503: %s", name, exc)
         return _refuse(core, name, 503, "cannot store events right now; retry later")
     answer = f'{{"accepted": {accepted.stored}, "duplicates": {accepted.duplicates}, '
-    answer += f'"ignored": {parsed.ignored}}}'
-    return web.Response(status=202, text=answer, content_type="application/json")
+    answer += f'"ignored": {parsed.ignored}'
+    if parsed.unsupported:
+        answer += f', "unsupported": {parsed.unsupported}'
+    return web.Response(status=202, text=answer + "}", content_type="application/json")
+
+
+def _unsupported(core: Core, source: str, exc: Unsupported) -> web.Response:
+    """200: nothing stored, and nothing for the source to retry (see the module docstring)."""
+    core.metrics.events_rejected.labels(source, "200", UNSUPPORTED).inc(exc.events)
+    log.info("ignored %d unsupported event(s) from registry %s: %s", exc.events, source, exc)
+    answer = {"accepted": 0, "duplicates": 0, "ignored": 0, "unsupported": exc.events}
+    return web.json_response(answer | {"detail": str(exc)}, status=200)
 
 
 def _open(registry: Registry) -> bool:

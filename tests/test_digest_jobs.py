@@ -43,6 +43,23 @@ def test_local_nine_oclock_moves_in_utc_across_the_dst_change() -> None:
     ) == datetime(2026, 11, 2, 14, tzinfo=UTC)  # EST again
 
 
+def test_last_fire_reads_day_of_week_as_cron_does() -> None:
+    tuesday_noon = datetime(2026, 4, 7, 12, tzinfo=UTC)
+    two_days = timedelta(days=2)
+    # Mon, Wed, Fri: Tuesday is not a fire day (every weekday fired, before).
+    assert last_fire("0 9 * * 1-5/2", "UTC", tuesday_noon, two_days) == datetime(
+        2026, 4, 6, 9, tzinfo=UTC
+    )
+    # Sun, Tue, Thu, Sat (refused, before).
+    assert last_fire("0 9 * * */2", "UTC", tuesday_noon, two_days) == datetime(
+        2026, 4, 7, 9, tzinfo=UTC
+    )
+    # Exactly at the fire time it is owed; outside the horizon it is not.
+    at_nine = datetime(2026, 4, 7, 9, tzinfo=UTC)
+    assert last_fire("0 9 * * 2", "UTC", at_nine, timedelta(0)) == at_nine
+    assert last_fire("0 9 * * 1", "UTC", tuesday_noon, timedelta(hours=24)) is None
+
+
 async def _seed(db: Database, now: datetime) -> None:
     async with db.transaction() as s:
         for i, sev in enumerate(["critical", "high", "high"]):

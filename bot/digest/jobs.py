@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from bot.config import Settings
 from bot.digest.chart import chart_png
 from bot.digest.compute import Digest, compute
-from bot.digest.cron import trigger_for
+from bot.digest.cron import prev_fire
 from bot.digest.render import digest_message
 from bot.infra.clock import Clock
 from bot.store import outbox
@@ -38,13 +38,8 @@ class Due:
 
 def last_fire(cron: str, timezone: str, now: datetime, horizon: timedelta) -> datetime | None:
     """The latest time `cron` fired in `timezone` at or before `now`, within `horizon`."""
-    trigger = trigger_for(cron, timezone)
-    fire: datetime | None = None
-    candidate = trigger.get_next_fire_time(None, now - horizon)
-    while candidate is not None and candidate <= now:
-        fire = candidate
-        candidate = trigger.get_next_fire_time(candidate, candidate + timedelta(seconds=1))
-    return fire
+    fire = prev_fire(cron, timezone, now)
+    return fire if fire is not None and fire >= now - horizon else None
 
 
 class DigestJobs:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -53,13 +55,38 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
 _db_counter = iter(range(1_000_000))
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per session, the SQLite counterpart of `crowsnest_template`.
+
+    Migrations run without the bot's WAL pragma, but the file is checkpointed and put in
+    rollback-journal mode anyway, so that it is whole on its own: a copy of it with a `-wal`
+    beside it missing would lose committed pages. The bot switches each copy to WAL on connect."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "crowsnest.db"
+    migrate(f"sqlite+aiosqlite:///{path}")
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
+    finally:
+        conn.close()
+    assert mode == "delete", mode
+    for side in ("-wal", "-shm", "-journal"):
+        assert not Path(f"{path}{side}").exists(), f"{path}{side} left beside the template"
+    return path
+
+
+def _sqlite_copy(template: Path, directory: Path) -> str:
+    path = directory / "crowsnest.db"
+    shutil.copyfile(template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, migrated database on each engine."""
+    """A fresh, migrated database on each engine, copied from the session's template."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'crowsnest.db'}"
-        migrate(url)
-        return url
+        return _sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
     pg: Postgres = request.getfixturevalue("postgres")
     name = f"t{next(_db_counter)}_{os.getpid()}"
     pg.psql(f"CREATE DATABASE {name} TEMPLATE crowsnest_template")
@@ -67,10 +94,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'crowsnest.db'}"
-    migrate(url)
-    return url
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database, copied from the session's template."""
+    return _sqlite_copy(sqlite_template, tmp_path)
 
 
 @pytest.fixture

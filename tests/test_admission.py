@@ -42,13 +42,14 @@ async def webhook(aiohttp_client: Callable[..., Any], sqlite_url: str) -> AsyncI
     slack = SlackStandIn(epoch=time.time())
     await slack.start()
 
-    async def start(mode: str) -> Any:
+    async def start(mode: str, **sections: Any) -> Any:
         settings = make_settings(
             sqlite_url,
             slack=slack_section(slack),
             admission={"mode": mode, "cluster": "prod"},
             teams=[{"name": "payments", "channel": "#payments", "namespaces": ["payments"]}],
             registries=[{"name": "local", "kind": "distribution", "url": "http://127.0.0.1:9"}],
+            **sections,
         )
         runtime = build(settings, handlers.EDGES)
         client = await aiohttp_client(web_app(runtime))
@@ -116,7 +117,8 @@ async def test_enforce_allows_what_an_approve_decision_covers(webhook: Any) -> N
 async def test_enforce_denies_an_image_with_an_unapproved_critical_fixable_finding(
     webhook: Any,
 ) -> None:
-    client = await webhook("enforce")
+    # Privileged, so that the workload policy lets the pod through and the finding is why not.
+    client = await webhook("enforce", policy={"default_level": "privileged"})
     review = copy.deepcopy(REVIEW)
     review["request"]["uid"] = "vuln-uid"
     spec = review["request"]["object"]["spec"]["template"]["spec"]
@@ -140,7 +142,7 @@ async def test_enforce_denies_an_image_with_an_unapproved_critical_fixable_findi
                 last_seen_digest="sha256:" + "a" * 64,
             )
         )
-    client.runtime.core.settings.policy.__dict__["default_level"] = "privileged"
+    assert client.runtime.core.settings.policy.default_level == "privileged"
     answer = await _review(client, review)
     assert answer["allowed"] is False
     assert "CVE-2024-0001" in answer["status"]["message"]

@@ -3,7 +3,6 @@ across a dropped watch and a relist, and an image that starts running gets check
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -16,17 +15,9 @@ from bot.store import cluster
 from tests.conftest import WEBHOOK_SECRET, make_settings, slack_section
 from tests.support.fake_registry import FakeRegistry
 from tests.support.kube_standin import KubeStandIn
+from tests.support.settle import eventually
 from tests.support.slack_standin import SlackStandIn
 from tests.test_cluster_watch import pod
-
-
-async def _until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("not reached")
 
 
 def running_pod(name: str, image: str, digest: str) -> dict[str, Any]:
@@ -84,7 +75,7 @@ async def test_inventory_survives_a_dropped_watch_and_a_relist_and_new_images_ar
             async with runtime.core.db.transaction() as s:
                 return sorted(r.uid for r in await cluster.running(s, "prod"))
 
-        assert len(await _until(pods)) == 1
+        assert len(await eventually(pods, timeout=10)) == 1
         # The image started running and was never pushed through a webhook: it is checked.
         [post] = await slack.wait_for("chat.postMessage", 1, timeout=10)
         assert "payments/api" in json.dumps(post.args["blocks"])
@@ -102,7 +93,7 @@ async def test_inventory_survives_a_dropped_watch_and_a_relist_and_new_images_ar
         async def only_second() -> bool:
             return await pods() == [second["metadata"]["uid"]]
 
-        await _until(only_second, timeout=20)
+        await eventually(only_second, timeout=20)
         assert len(slack.calls_to("chat.postMessage")) == 1  # same digest: not checked twice
     await slack.stop()
     await fake.stop()

@@ -27,6 +27,7 @@ from bot.cluster.observe import (
 )
 from handlers.k8s.watch import ClusterWatcher, backoff_delay
 from tests.support.kube_standin import KubeStandIn
+from tests.support.settle import eventually
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kubernetes"
 DIGEST_A = "sha256:" + "a" * 64
@@ -151,12 +152,6 @@ async def synced(kube: KubeStandIn, streams: int = 6) -> None:
     await kube.wait_for_watches(streams)
 
 
-async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 def seed(kube: KubeStandIn) -> dict[str, dict[str, Any]]:
     objs = {
         "web-pod": kube.create(pod("web-pod", owner=("ReplicaSet", "web-5d8f9c7b6d"))),
@@ -277,7 +272,9 @@ async def test_dropped_watch_resumes_from_last_resource_version_without_relistin
         watches_before = len(kube.watch_requests())
 
         assert kube.drop_connections() == 6
-        await until(lambda: len(kube.watch_requests()) >= watches_before + 6)
+        await eventually(
+            lambda: len(kube.watch_requests()) >= watches_before + 6, timeout=3, every=0.005
+        )
         await synced(kube)
         # Something that happens after the reconnect still arrives.
         p = kube.get("Pod", "default", "web-pod")
@@ -335,10 +332,12 @@ async def test_bookmark_advances_the_version_used_on_reconnect(kube, cluster):
         await recorder.wait_for(7)
         assert watcher.resource_version("Pod") != kube.resource_version
         assert kube.bookmark() == 6
-        await until(lambda: watcher.resource_version("Pod") == kube.resource_version)
+        await eventually(
+            lambda: watcher.resource_version("Pod") == kube.resource_version, timeout=3, every=0.005
+        )
         watches_before = len(kube.watch_requests())
         kube.drop_connections()
-        await until(lambda: len(kube.watch_requests("pods")) >= 2)
+        await eventually(lambda: len(kube.watch_requests("pods")) >= 2, timeout=3, every=0.005)
         await synced(kube)
     resumed = kube.watch_requests("pods")[-1]
     assert resumed.resource_version == kube.resource_version
@@ -371,7 +370,7 @@ async def test_compacted_history_relists_and_nothing_is_lost_or_duplicated(kube,
         d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:1.26"
         kube.update(d)
         kube.compact(keep_last=0)
-        await until(lambda: len(kube.lists()) >= 12)
+        await eventually(lambda: len(kube.lists()) >= 12, timeout=3, every=0.005)
         await synced(kube)
         await recorder.wait_for(12)
         # After the relist the watch carries on from the list's version.
@@ -475,7 +474,7 @@ async def test_unreachable_server_is_retried_with_capped_backoff(kube, cluster):
 
     recorder = Recorder()
     async with running(config, recorder, sleep=sleep, rand=lambda: 1.0):
-        await until(lambda: len(delays) >= 6 * 5)
+        await eventually(lambda: len(delays) >= 6 * 5, timeout=3, every=0.005)
         await kube.come_back()
         await synced(kube)
         await recorder.wait_for(1)
@@ -490,7 +489,7 @@ async def test_periodic_resync_relists_quietly(kube, cluster):
         await synced(kube)
         await recorder.wait_for(6)
         assert kube.watch_requests("pods")[0].query["timeoutSeconds"] == "1"
-        await until(lambda: len(kube.lists("pods")) >= 2, timeout=4)
+        await eventually(lambda: len(kube.lists("pods")) >= 2, timeout=4, every=0.005)
         await synced(kube)
     assert len(recorder.events) == 6
 
@@ -501,7 +500,7 @@ async def test_real_watch_lines_only_move_the_resource_version(kube, cluster):
     kube.canned_watch["pods"] = lines
     recorder = Recorder()
     async with running(cluster(), recorder) as watcher:
-        await until(lambda: len(kube.watch_requests("pods")) >= 2)
+        await eventually(lambda: len(kube.watch_requests("pods")) >= 2, timeout=3, every=0.005)
         assert kube.watch_requests("pods")[1].resource_version == "12746"
         assert watcher.resource_version("Pod") == "12746"
     assert recorder.events == []

@@ -17,6 +17,7 @@ from bot.app import build, web_app
 from bot.store import inbox, outbox
 from handlers.falco import MalformedPayload, parse
 from tests.conftest import make_settings, slack_section
+from tests.support.settle import settle
 from tests.support.slack_standin import SlackStandIn
 
 FIXTURES = Path(__file__).parent / "fixtures" / "falco"
@@ -100,17 +101,8 @@ async def falco(aiohttp_client: Callable[..., Any], sqlite_url: str) -> AsyncIte
     runtime = build(settings, handlers.EDGES, clock=clock)
     client = await aiohttp_client(web_app(runtime))
 
-    async def settle() -> None:
-        for _ in range(200):
-            async with runtime.core.db.transaction() as s:
-                counts = await inbox.counts(s)
-                owed = await outbox.pending_count(s)
-            if not counts.get("pending") and not counts.get("processing") and not owed:
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError("did not settle")
-
-    client.slack, client.settle, client.clock = slack, settle, clock
+    client.slack, client.clock = slack, clock
+    client.settle = lambda: settle(runtime.core.db)
     yield client
     await slack.stop()
 

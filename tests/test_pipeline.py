@@ -16,6 +16,7 @@ from bot.store.models import SlackMessage
 from handlers.cli import main
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.support.fake_registry import FakeRegistry
+from tests.support.settle import eventually
 
 HEADERS = {"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"}
 
@@ -76,15 +77,6 @@ def _settings(url: str, fake: FakeRegistry, **kw: Any) -> Any:
     )
 
 
-async def _until(predicate: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.02)
-
-
 async def test_payload_url_and_host_are_never_fetched(app_client, sqlite_url, fake) -> None:  # type: ignore[no-untyped-def]
     attacker = FakeRegistry()
     await attacker.start()
@@ -106,7 +98,7 @@ async def test_payload_url_and_host_are_never_fetched(app_client, sqlite_url, fa
             async with rt.core.db.transaction() as s:
                 return bool((await inbox.counts(s)).get("done"))
 
-        await _until(owed)
+        await eventually(owed)
         assert attacker.requests == [] and attacker.token_requests == []
         assert fake.requests  # the configured registry was the one asked
     finally:
@@ -128,7 +120,7 @@ async def test_unreachable_registry_is_retried_then_parked_and_listed(  # type: 
         async with rt.core.db.transaction() as s:
             return (await inbox.counts(s)) == {"failed": 1}
 
-    await _until(parked, timeout=10)
+    await eventually(parked, timeout=10)
     assert len([r for r in fake.requests if "/manifests/" in r]) == 3
     metrics = await (await client.get("/metrics")).text()
     assert 'crowsnest_events_failed_total{source="local"} 1.0' in metrics
@@ -150,7 +142,7 @@ async def test_unknown_manifest_is_parked_at_once(app_client, sqlite_url, fake) 
         async with rt.core.db.transaction() as s:
             return (await inbox.counts(s)) == {"failed": 1}
 
-    await _until(parked)
+    await eventually(parked)
     async with rt.core.db.transaction() as s:
         [row] = await inbox.failed(s)
     assert row.attempts == 1 and "404" in (row.last_error or "")
@@ -173,7 +165,7 @@ async def test_redelivered_push_is_processed_and_announced_once(
         async with rt.core.db.transaction() as s:
             return (await inbox.counts(s)) == {"done": 2}
 
-    await _until(done)
+    await eventually(done)
     async with rt.core.db.transaction() as s:
         keys = (await s.execute(select(SlackMessage.key))).scalars().all()
     assert keys == [f"push:local/team-a/app@{digest}#1.0"]
@@ -186,7 +178,7 @@ async def _announced(rt: Any, client: Any, body: bytes) -> str:
         async with rt.core.db.transaction() as s:
             return bool((await inbox.counts(s)).get("done"))
 
-    await _until(done)
+    await eventually(done)
     async with rt.core.db.transaction() as s:
         rows = (await s.execute(select(SlackMessage.blocks))).scalars().all()
     return " ".join(rows)
@@ -214,7 +206,7 @@ async def test_team_requiring_signatures_gets_unsigned_until_a_signature_exists(
         async with rt.core.db.transaction() as s:
             return (await inbox.counts(s)).get("done") == 2
 
-    await _until(both_done)
+    await eventually(both_done)
     async with rt.core.db.transaction() as s:
         from bot.store import tracking
 
@@ -223,8 +215,11 @@ async def test_team_requiring_signatures_gets_unsigned_until_a_signature_exists(
 
 
 async def test_base_outside_the_allowed_list_and_regrading(app_client, sqlite_url, fake) -> None:  # type: ignore[no-untyped-def]
+    """The team's policy in what is announced: a base outside `allowed_bases` is a finding,
+    `severities` re-grades runs-as-root, and `disabled_checks` silences mutable-tag, which
+    a push under `latest` would otherwise raise."""
     label = {"org.opencontainers.image.base.name": "docker.io/library/ubuntu:18.04"}
-    digest = fake.add_image("team-a/app", "1.0", {"config": {"User": "", "Labels": label}})
+    digest = fake.add_image("team-a/app", "latest", {"config": {"User": "", "Labels": label}})
     settings = _settings(
         sqlite_url,
         fake,
@@ -237,9 +232,10 @@ async def test_base_outside_the_allowed_list_and_regrading(app_client, sqlite_ur
         ],
     )
     client, rt = await app_client(settings)
-    shown = await _announced(rt, client, notification("team-a/app", digest, "1.0"))
+    shown = await _announced(rt, client, notification("team-a/app", digest, "latest"))
     assert "untrusted-base" in shown and "docker.io/library/ubuntu:18.04" in shown
     assert "*CRITICAL* `runs-as-root`" in shown
+    assert "mutable-tag" not in shown
 
 
 async def test_trivy_as_scanner_adds_its_findings(

@@ -9,8 +9,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +18,7 @@ from bot.store import inbox
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.serve import serve, wait_ready
 from tests.support.services import free_port
+from tests.support.settle import eventually
 
 pytestmark = pytest.mark.services
 
@@ -101,15 +100,6 @@ def _event(db: Path) -> tuple[str, int, str | None]:
     return row
 
 
-async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting until {what}")
-
-
 async def test_an_event_that_kills_serve_each_time_is_parked_and_serve_stays_up(
     tmp_path: Path,
 ) -> None:
@@ -136,7 +126,7 @@ async def test_an_event_that_kills_serve_each_time_is_parked_and_serve_stays_up(
                         assert r.status == 202
                 if run <= MAX_ATTEMPTS:
                     # The worker is mid-event, waiting on the registry: kill it there.
-                    await _until(
+                    await eventually(
                         lambda n=run: registry.manifest_requests == n, 20, f"attempt {run} fetches"
                     )
                     assert _event(db)[:2] == ("processing", run)
@@ -144,7 +134,7 @@ async def test_an_event_that_kills_serve_each_time_is_parked_and_serve_stays_up(
                     proc.wait(10)
                     continue
                 # The restart after the last attempt parks the event instead of claiming it.
-                await _until(lambda: _event(db)[0] == "failed", 20, "the event is parked")
+                await eventually(lambda: _event(db)[0] == "failed", 20, "the event is parked")
                 status, attempts, error = _event(db)
                 assert (status, attempts, error) == ("failed", MAX_ATTEMPTS, inbox.PROCESS_DIED)
                 await asyncio.sleep(1)  # ten polls: nothing claims it again

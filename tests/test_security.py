@@ -38,6 +38,7 @@ from tests.conftest import (
     slack_section,
 )
 from tests.support.fake_registry import FakeRegistry
+from tests.support.settle import settle
 from tests.support.slack_standin import (
     SlackStandIn,
     block_actions_body,
@@ -79,17 +80,7 @@ class Bot:
         assert resp.status == 202
 
     async def settle(self) -> None:
-        for _ in range(200):
-            async with self.runtime.core.db.transaction() as s:
-                busy = await s.execute(
-                    select(func.count())
-                    .select_from(InboxEvent)
-                    .where(InboxEvent.status.in_(("pending", "processing")))
-                )
-                if not busy.scalar_one() and await outbox.pending_count(s) == 0:
-                    return
-            await asyncio.sleep(0.03)
-        raise AssertionError("the bot did not settle")
+        await settle(self.runtime.core.db)
 
     async def finding(self, repository: str, check_id: str) -> TrackedFinding:
         async with self.runtime.core.db.transaction() as s:

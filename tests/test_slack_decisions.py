@@ -20,9 +20,10 @@ from aiohttp.test_utils import TestClient
 
 import handlers
 from bot.app import Runtime, build, web_app
-from bot.store import tracking
+from bot.store import inbox, tracking
 from tests.conftest import SIGNING_SECRET, WEBHOOK_SECRET, make_settings, slack_section
 from tests.support.fake_registry import FakeRegistry
+from tests.support.settle import eventually, settle
 from tests.support.slack_standin import (
     SlackStandIn,
     block_actions_body,
@@ -85,25 +86,15 @@ class Bot:
         assert resp.status == 202
 
     async def settle(self) -> None:
-        """Wait until every event is processed and every owed message delivered."""
-        for _ in range(300):
-            async with self.runtime.core.db.transaction() as s:
-                from bot.store import inbox, outbox
-
-                busy = (await inbox.counts(s)).get("pending", 0) + (await inbox.counts(s)).get(
-                    "processing", 0
-                )
-                owed = [
-                    m
-                    for m in await outbox.due(s, self.clock.now(), timedelta(minutes=5))
-                    if m.available_at <= self.clock.now()
-                ]
-            if not busy and not owed:
-                await asyncio.sleep(0.05)
-                return
-            self.runtime.delivery._wake.set()
-            await asyncio.sleep(0.02)
-        raise AssertionError("the bot did not settle")
+        """Wait until every event is processed and every message due (by the test's clock)
+        delivered, running delivery passes rather than waiting for the loop's next poll."""
+        await settle(
+            self.runtime.core.db,
+            now=self.clock.now,
+            deliver=self.runtime.delivery.run_once,
+            timeout=10,
+        )
+        await asyncio.sleep(0.05)
 
     def posts(self) -> list[dict[str, Any]]:
         return [c.args for c in self.slack.calls_to("chat.postMessage")]
@@ -163,7 +154,8 @@ class Bot:
             "/slack/events", data=body, headers=signed_headers(body, SIGNING_SECRET)
         )
 
-    async def command(self, text: str, user: str = OTHER) -> str:
+    async def answer(self, text: str, user: str = OTHER) -> dict[str, Any]:
+        """The bot's whole answer to `/crowsnest TEXT` in #team-a."""
         body = slash_command_body(
             command="/crowsnest",
             text=text,
@@ -174,7 +166,11 @@ class Bot:
             "/slack/events", data=body, headers=signed_headers(body, SIGNING_SECRET)
         )
         assert resp.status == 200
-        return str((await resp.json())["text"])
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+    async def command(self, text: str, user: str = OTHER) -> str:
+        return str((await self.answer(text, user))["text"])
 
 
 def button(message: dict[str, Any], action_id: str, check: str | None = None) -> str:
@@ -198,7 +194,16 @@ def choice(block: str, value: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def bot(aiohttp_client: Callable[..., Any], sqlite_url: str) -> AsyncIterator[Bot]:
+def slack_extra() -> dict[str, Any]:
+    """Settings of the bot's `[slack]` section beyond `slack_section`'s; a test that needs
+    others parametrizes this fixture (settings are frozen once the bot is built)."""
+    return {}
+
+
+@pytest.fixture
+async def bot(
+    aiohttp_client: Callable[..., Any], sqlite_url: str, slack_extra: dict[str, Any]
+) -> AsyncIterator[Bot]:
     slack = SlackStandIn(
         epoch=time.time(),
         usergroups={"SAPPROVERS": [GROUPIE], ONCALL: [PAGED]},
@@ -210,7 +215,7 @@ async def bot(aiohttp_client: Callable[..., Any], sqlite_url: str) -> AsyncItera
     clock = Clock()
     settings = make_settings(
         sqlite_url,
-        slack=slack_section(slack),
+        slack=slack_section(slack, **slack_extra),
         registries=[
             {
                 "name": "local",
@@ -444,25 +449,36 @@ async def test_forged_and_replayed_requests_are_refused(bot: Bot) -> None:
 async def test_slash_commands_answer_ephemerally(bot: Bot) -> None:
     await bot.push("team-a/app", "1.0", {"User": ""})
     await bot.settle()
-    assert "runs-as-root" in await bot.command("status team-a/app:1.0")
-    assert "runs-as-root" in await bot.command("findings team-a")
-    assert "No active" in await bot.command("ignores")
-    assert "team-a" in await bot.command("digest team-a")
-    assert "/crowsnest status" in await bot.command("help")
-    assert "Unknown sub-command" in await bot.command("<!channel>")
+    calls_before, channel_before = len(bot.slack.calls), list(bot.slack.messages["#team-a"])
+    for text, expected in [
+        ("status team-a/app:1.0", "runs-as-root"),
+        ("findings team-a", "runs-as-root"),
+        ("ignores", "No active"),
+        ("digest team-a", "team-a"),
+        ("help", "/crowsnest status"),
+        ("<!channel>", "Unknown sub-command"),
+    ]:
+        answer = await bot.answer(text)
+        # Only the asker sees it: an ephemeral answer to the command, nothing in the channel.
+        assert answer["response_type"] == "ephemeral", (text, answer)
+        assert expected in answer["text"], (text, answer)
+    await bot.settle()
+    posted = [c.method for c in bot.slack.calls[calls_before:] if c.method.startswith("chat.")]
+    assert posted == []  # no chat.postMessage, postEphemeral or update on the bot's side
+    assert bot.slack.messages["#team-a"] == channel_before
 
 
+@pytest.mark.parametrize("slack_extra", [{"coalesce_seconds": 60.0}])
 async def test_push_storm_is_coalesced_per_repository(bot: Bot) -> None:
-    bot.runtime.core.settings.slack.__dict__["coalesce_seconds"] = 60.0
+    assert bot.runtime.core.settings.slack.coalesce_seconds == 60.0
     for i in range(200):
         await bot.push(f"team-a/svc{i % 20}", f"1.{i}", {"User": ""})
-    for _ in range(100):
-        async with bot.runtime.core.db.transaction() as s:
-            from bot.store import inbox
 
-            if (await inbox.counts(s)).get("done") == 200:
-                break
-        await asyncio.sleep(0.05)
+    async def all_done() -> bool:
+        async with bot.runtime.core.db.transaction() as s:
+            return (await inbox.counts(s)).get("done") == 200
+
+    await eventually(all_done, timeout=30, what="all 200 pushes to be processed")
     bot.clock.advance(seconds=61)
     await bot.settle()
     tops = bot.top_level()

@@ -119,7 +119,7 @@ async def test_pushed_image_with_a_vulnerable_package_names_the_fix_and_later_ad
         await advisories.import_records(s, load_path(feed))
     assert await recheck_images(settings, db) == 1
     assert await recheck_images(settings, db) == 0  # and only once
-    runtime.delivery._wake.set()
+    await runtime.delivery.run_once()  # what recheck owes, now rather than at the next poll
     posts = await slack.wait_for("chat.postMessage", 2, timeout=10)
     late = json.dumps(posts[-1].args["blocks"])
     assert "Found after deployment" in late and "CVE-2026-2222" in late

@@ -1,11 +1,13 @@
-"""Version order per ecosystem: dpkg against the real dpkg, PEP 440 against packaging, and the
-other schemes against hand-checked examples."""
+"""Version order per ecosystem: dpkg against the real dpkg, PEP 440 against its written-out
+rules and packaging, and the other schemes against hand-checked examples."""
 
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -108,33 +110,140 @@ def test_invalid_debian_versions_raise(bad: str) -> None:
 # --- PEP 440 against packaging ----------------------------------------------------------------
 
 
-@st.composite
-def pep440_versions(draw: st.DrawFn) -> str:
+def _pep440_parts(draw: st.DrawFn) -> dict[str, str]:
+    """A PEP 440 version drawn as its parts, each already spelled (one of the spellings the
+    PEP allows)."""
     nums = st.integers(0, 12).map(str)
-    text = ".".join(draw(st.lists(nums, min_size=1, max_size=4)))
+    parts = dict.fromkeys(("epoch", "pre", "post", "dev", "local"), "")
+    parts["release"] = ".".join(draw(st.lists(nums, min_size=1, max_size=4)))
     if draw(st.booleans()):
-        text = f"{draw(st.integers(1, 2))}!{text}"
+        parts["epoch"] = f"{draw(st.integers(1, 2))}!"
     if draw(st.booleans()):
         pre = draw(st.sampled_from(["a", "b", "rc", "alpha", "beta", "c", "pre", "preview"]))
-        text += draw(st.sampled_from(["", ".", "-"])) + pre + draw(nums)
+        parts["pre"] = draw(st.sampled_from(["", ".", "-"])) + pre + draw(nums)
     if draw(st.booleans()):
-        text += draw(st.sampled_from([".post", "-post", "post", "-", ".rev"])) + draw(nums)
+        parts["post"] = draw(st.sampled_from([".post", "-post", "post", "-", ".rev"])) + draw(nums)
     if draw(st.booleans()):
-        text += ".dev" + draw(nums)
+        parts["dev"] = ".dev" + draw(nums)
     if draw(st.integers(0, 4)) == 0:
-        text += "+" + draw(st.sampled_from(["ubuntu1", "local.7", "abc"]))
+        parts["local"] = "+" + draw(st.sampled_from(["ubuntu1", "local.7", "abc"]))
+    return parts
+
+
+def _pep440_text(draw: st.DrawFn, parts: dict[str, str]) -> str:
+    text = "".join(parts[k] for k in ("epoch", "release", "pre", "post", "dev", "local"))
     if draw(st.integers(0, 4)) == 0:
         text = "v" + text.upper()
     return text
 
 
+@st.composite
+def pep440_versions(draw: st.DrawFn) -> str:
+    return _pep440_text(draw, _pep440_parts(draw))
+
+
+@st.composite
+def pep440_pairs(draw: st.DrawFn) -> tuple[str, str]:
+    """Two versions: half the time unrelated, half the time the same but for one part (a
+    local label, a pre-, post- or dev-release, the epoch, trailing zeros), where orders differ."""
+    a = _pep440_parts(draw)
+    if draw(st.booleans()):
+        return _pep440_text(draw, a), draw(pep440_versions())
+    b = dict(a)
+    part = draw(st.sampled_from(["epoch", "release", "pre", "post", "dev", "local"]))
+    if part == "release":
+        b["release"] = a["release"] + draw(st.sampled_from([".0", ".0.0", ".1"]))
+    else:
+        b[part] = _pep440_parts(draw)[part]
+    return _pep440_text(draw, a), _pep440_text(draw, b)
+
+
+# PEP 440's own reading of a version (its appendix B regex) and its ordering rules, written
+# out here: the bot orders PyPI versions with packaging's `Version`, so comparing the bot with
+# `packaging` alone would check packaging against itself.
+_PEP440 = re.compile(
+    r"""v?(?:(?P<epoch>[0-9]+)!)?(?P<release>[0-9]+(?:\.[0-9]+)*)
+    (?P<pre>[-_.]?(?P<pre_l>alpha|a|beta|b|preview|pre|c|rc)[-_.]?(?P<pre_n>[0-9]+)?)?
+    (?P<post>(?:-(?P<post_n1>[0-9]+))|(?:[-_.]?(?P<post_l>post|rev|r)[-_.]?(?P<post_n2>[0-9]+)?))?
+    (?P<dev>[-_.]?dev[-_.]?(?P<dev_n>[0-9]+)?)?
+    (?:\+(?P<local>[a-z0-9]+(?:[-_.][a-z0-9]+)*))?""",
+    re.VERBOSE | re.IGNORECASE,
+)
+_PRE_ORDER = {"a": 0, "alpha": 0, "b": 1, "beta": 1, "c": 2, "rc": 2, "pre": 2, "preview": 2}
+_BEFORE, _AFTER = (-1,), (1_000_000,)  # below and above any number a strategy draws
+
+
+def pep440_spec_key(text: str) -> tuple[Any, ...]:
+    """PEP 440's "Summary of permitted suffixes and relative ordering": epoch; release with
+    trailing zeros dropped; a dev-only release before the pre-releases; pre (a < b < rc), then
+    none; no post, then post; dev, then none; no local, then local, segment by segment,
+    numbers above words."""
+    m = _PEP440.fullmatch(text.strip())
+    assert m, text
+    release = [int(n) for n in m["release"].split(".")]
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    pre = (_PRE_ORDER[m["pre_l"].lower()], int(m["pre_n"] or 0)) if m["pre"] else None
+    post = None if not m["post"] else int(m["post_n1"] or m["post_n2"] or 0)
+    dev = int(m["dev_n"] or 0) if m["dev"] else None
+    if pre is None:
+        pre = _BEFORE if dev is not None and post is None else _AFTER
+    local = (
+        ()
+        if m["local"] is None
+        else tuple(
+            (1, int(seg), "") if seg.isdigit() else (0, 0, seg.lower())
+            for seg in re.split(r"[-_.]", m["local"])
+        )
+    )
+    return (
+        int(m["epoch"] or 0),
+        tuple(release),
+        pre,
+        _BEFORE if post is None else (post,),
+        _AFTER if dev is None else (dev,),
+        (0,) if m["local"] is None else (1, local),
+    )
+
+
+def _sign(x: Any, y: Any) -> int:
+    return -1 if x < y else (1 if x > y else 0)
+
+
 @PROPERTY
-@given(pep440_versions(), pep440_versions())
-def test_pep440_order_agrees_with_packaging(a: str, b: str) -> None:
-    va, vb = Version(a), Version(b)
-    expected = -1 if va < vb else (1 if va > vb else 0)
+@given(pep440_pairs())
+def test_pep440_order_agrees_with_packaging(pair: tuple[str, str]) -> None:
+    """The bot's PyPI order, by `compare` and by `sort_key`, is PEP 440's (written out above)
+    and packaging's."""
+    a, b = pair
+    expected = _sign(pep440_spec_key(a), pep440_spec_key(b))
     assert compare("PyPI", a, b) == expected
-    assert (sort_key("PyPI", a) < sort_key("PyPI", b)) == (va < vb)
+    assert compare("pypi", b, a) == -expected
+    ka, kb = sort_key("PyPI", a), sort_key("PyPI", b)
+    assert (ka < kb, ka == kb, ka > kb) == (expected < 0, expected == 0, expected > 0)
+    assert _sign(Version(a), Version(b)) == expected
+
+
+@pytest.mark.parametrize(
+    ("lower", "higher"),
+    [
+        ("1.0.dev1", "1.0a1"),
+        ("1.0a1", "1.0b1"),
+        ("1.0b1", "1.0rc1"),
+        ("1.0rc1", "1.0"),
+        ("1.0", "1.0+local"),
+        ("1.0+abc", "1.0+7"),
+        ("1.0", "1.0.post1"),
+        ("1.0-1", "1.0.post2"),
+        ("1.0.post1.dev1", "1.0.post1"),
+        ("1.0a1.post1", "1.0a2.dev1"),
+        ("1.2", "1.10"),
+        ("2.0", "1!0.1"),
+    ],
+)
+def test_pep440_spec_examples(lower: str, higher: str) -> None:
+    assert pep440_spec_key(lower) < pep440_spec_key(higher)
+    assert compare("PyPI", lower, higher) == -1
 
 
 @settings(max_examples=100, deadline=None)

@@ -396,7 +396,14 @@ def test_names_longer_than_path_max_are_not_kept() -> None:
     record = read_layer(data)
     assert [e.path for e in record.entries] == ["ok"]
     assert record.limits == (
-        "2 entries with a path or link name over 4,096 bytes (PATH_MAX) were not read",
+        "2 entries with a path or link name over 4,096 bytes (PATH_MAX) not read",
+    )
+
+
+def test_a_single_entry_over_a_cap_is_said_in_the_singular() -> None:
+    record = read_layer(tar([M("etc", type=tarfile.SYMTYPE, link="a/" * 2100), M("ok", b"")]))
+    assert record.limits == (
+        "1 entry with a path or link name over 4,096 bytes (PATH_MAX) not read",
     )
 
 

@@ -96,7 +96,11 @@ def scan_gaps(facts: ImageFacts, disabled: frozenset[str]) -> list[Finding]:
             Finding(
                 check_id="layers-not-scanned",
                 severity=Severity.MEDIUM,
-                title=f"{len(missing)} layer(s) could not be read: checked without them",
+                title=(
+                    "A layer could not be read: checked without it"
+                    if len(missing) == 1
+                    else f"{len(missing)} layers could not be read: checked without them"
+                ),
                 detail=_lines(missing),
                 remediation="Make the layer blobs pullable by the bot (a foreign or missing "
                 "layer can hide anything); a registry error is retried.",

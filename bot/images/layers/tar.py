@@ -456,8 +456,8 @@ class TarParser:
         for cap, count in self.dropped.items():
             if cap == "name":
                 out.append(
-                    f"{count:,} entries with a path or link name over {PATH_MAX:,} bytes "
-                    "(PATH_MAX) were not read"
+                    f"{_entries(count)} with a path or link name over {PATH_MAX:,} bytes "
+                    "(PATH_MAX) not read"
                 )
             elif cap == "entries":
                 out.append(
@@ -467,11 +467,12 @@ class TarParser:
             else:
                 out.append(
                     f"more than {self._max_path_bytes:,} bytes of paths per {self._scope} "
-                    f"(max_path_bytes_per_{self._scope}): {count:,} entries were not read"
+                    f"(max_path_bytes_per_{self._scope}): {_entries(count)} not read"
                 )
         if self.skipped:
             shown = ", ".join(self.skipped[:3]) + (", …" if len(self.skipped) > 3 else "")
-            out.append(f"{len(self.skipped):,} files too large to read whole: {shown}")
+            files = "1 file" if len(self.skipped) == 1 else f"{len(self.skipped):,} files"
+            out.append(f"{files} too large to read whole: {shown}")
         return tuple(out)
 
     def held(self) -> int:
@@ -561,3 +562,7 @@ def _kept(make: Callable[[], bytes | None]) -> bytes | None:
     except Exception:
         return None
     return None if out is None else bytes(out)
+
+
+def _entries(count: int) -> str:
+    return "1 entry" if count == 1 else f"{count:,} entries"

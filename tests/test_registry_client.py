@@ -149,3 +149,29 @@ async def test_basic_auth_against_the_real_registry(client, tmp_path: Path) -> N
             )
     finally:
         registry.stop()
+
+
+async def test_a_layer_with_a_hostile_media_type_is_named_briefly_and_the_rest_is_still_read(
+    client,
+    fake,  # type: ignore[no-untyped-def]
+) -> None:
+    """The manifest's own words reach a `layers-not-scanned` finding: cut to a few hundred
+    characters, whatever the pusher wrote (a manifest may be megabytes)."""
+    import json
+
+    from tests.support.fake_registry import OCI_MANIFEST, digest_of
+
+    await fake.start()
+    fake.add_image("team/app", "1.0", CONFIG)
+    _, body = fake.manifests["team/app:1.0"]
+    manifest = json.loads(body)
+    manifest["layers"] = [{"mediaType": "x" * 100_000, "digest": "sha256:" + "a" * 64, "size": 1}]
+    hostile = json.dumps(manifest).encode()
+    fake.manifests["team/app:evil"] = (OCI_MANIFEST, hostile)
+    fake.manifests[f"team/app:{digest_of(hostile)}"] = (OCI_MANIFEST, hostile)
+    facts = await client.image_facts(_cfg(fake.url), "team/app", "evil", "evil")
+    [platform] = facts.platforms
+    [layer] = platform.unscanned
+    assert platform.user == "app" and platform.filesystem is not None
+    assert "has media type" in layer.reason and len(layer.reason) <= 300
+    assert not layer.transient

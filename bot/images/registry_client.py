@@ -323,11 +323,11 @@ class RegistryClient:
                 limits.append(f"{exc}: {len(descriptors) - n} of {len(descriptors)} layers")
                 break
             except PermanentRegistryError as exc:
-                unscanned.append(UnscannedLayer(digest, str(exc)))
+                unscanned.append(UnscannedLayer(digest[:80], _why(exc)))
             except RegistryError as exc:
-                unscanned.append(UnscannedLayer(digest, str(exc), transient=True))
+                unscanned.append(UnscannedLayer(digest[:80], _why(exc), transient=True))
             except LayerError as exc:
-                unscanned.append(UnscannedLayer(digest, str(exc)))
+                unscanned.append(UnscannedLayer(digest[:80], _why(exc)))
         filesystem = await asyncio.to_thread(merge, records)
         return replace(
             found,
@@ -565,7 +565,14 @@ def _platform_config(config: dict[str, Any], manifest_digest: str, platform: Any
 
 
 _CHUNK = 256 * 1024
+_WHY_MAX = 300
 _BATCH = 1024 * 1024  # most bytes waiting for the decoding thread (bounds memory too)
+
+
+def _why(exc: Exception) -> str:
+    """An error, short enough for a finding: its text can quote what the manifest said."""
+    text = str(exc)
+    return text if len(text) <= _WHY_MAX else text[: _WHY_MAX - 1] + "…"
 
 
 def _discard(future: asyncio.Future[None]) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET
+from tests.conftest import BOT_TOKEN, WEBHOOK_SECRET
 from tests.support.drain import drained
 from tests.support.oci import ImageSpec, write_layout
-from tests.support.serve import serve, wait_ready
+from tests.support.serve import serve, wait_ready, write_config
 from tests.support.services import free_port, skopeo_push, start_registry
 from tests.support.slack_standin import SlackStandIn
 
@@ -25,37 +25,6 @@ pytestmark = pytest.mark.services
 
 EVENTS = 500
 KILL_AFTER = 200
-
-
-def _config(path: Path, port: int, db: Path, registry_url: str, slack_url: str) -> None:
-    path.write_text(
-        f"""
-[server]
-port = {port}
-[database]
-url = "sqlite+aiosqlite:///{db}"
-[slack]
-api_url = "{slack_url}"
-bot_token = "{BOT_TOKEN}"
-signing_secret = "{SIGNING_SECRET}"
-fallback_channel = "#fallback"
-channel_interval = 0
-coalesce_seconds = 0
-retry_backoff = 0.1
-[worker]
-concurrency = 4
-poll_interval = 0.1
-[admission]
-token = "admission-token"
-[falco]
-token = "falco-token"
-[[registries]]
-name = "local"
-kind = "distribution"
-url = "{registry_url}"
-webhook_secret = "{WEBHOOK_SECRET}"
-"""
-    )
 
 
 def _event(tag: str, digest: str) -> bytes:
@@ -87,7 +56,15 @@ async def test_kill_9_mid_burst_loses_nothing_and_doubles_nothing(tmp_path: Path
     skopeo_push(tmp_path / "layout", "1", f"{registry.host}/team-a/app:1")
     port, db = free_port(), tmp_path / "bot.db"
     config, log = tmp_path / "crowsnest.toml", tmp_path / "serve.log"
-    _config(config, port, db, registry.url, slack.api_url)
+    write_config(
+        config,
+        port=port,
+        db=db,
+        registry_url=registry.url,
+        slack_url=slack.api_url,
+        slack={"channel_interval": 0, "coalesce_seconds": 0, "retry_backoff": 0.1},
+        worker={"concurrency": 4, "poll_interval": 0.1},
+    )
     proc = serve(config, log)
     try:
         await wait_ready(port, proc, log)

@@ -29,16 +29,14 @@ import pytest
 from aiohttp import web
 
 from bot.checks.files import MINER_ID
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET
+from tests.conftest import ADMISSION_TOKEN, BOT_TOKEN, WEBHOOK_SECRET
 from tests.support.oci import FIXED_EPOCH, ImageSpec, write_layout
-from tests.support.serve import serve, wait_ready
+from tests.support.serve import serve, wait_ready, write_config
 from tests.support.services import Registry, free_port, skopeo_push, start_registry
 from tests.support.slack_standin import SlackStandIn
 
 pytestmark = pytest.mark.services
 
-ADMISSION_TOKEN = "admission-test-token"
-FALCO_TOKEN = "falco-test-token"
 PROBE_BUDGET = 1.0
 RSS_BUDGET_KB = 300 * 1024
 KUBE = Path(__file__).parent / "fixtures/kubernetes/kube-review-deployment-create.json"
@@ -110,39 +108,6 @@ def dpkg_database(count: int = 250_000) -> dict[str, bytes]:
 
 
 # --- the bot under attack ----------------------------------------------------------------------
-
-
-def _config(path: Path, port: int, db: Path, registry_url: str, slack_url: str) -> None:
-    path.write_text(
-        f"""
-[server]
-port = {port}
-[database]
-url = "sqlite+aiosqlite:///{db}"
-[slack]
-api_url = "{slack_url}"
-bot_token = "{BOT_TOKEN}"
-signing_secret = "{SIGNING_SECRET}"
-fallback_channel = "#fallback"
-channel_interval = 0
-coalesce_seconds = 0
-[worker]
-poll_interval = 0.1
-retry_backoff = 0.05
-[admission]
-token = "{ADMISSION_TOKEN}"
-[falco]
-token = "{FALCO_TOKEN}"
-[[registries]]
-name = "local"
-kind = "distribution"
-url = "{registry_url}"
-webhook_secret = "{WEBHOOK_SECRET}"
-scan_timeout = 300
-[scan]
-max_packages_per_image = 20000
-"""
-    )
 
 
 def _review() -> bytes:
@@ -267,7 +232,16 @@ async def bot(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Bot]]]:
             tmp_path / "serve.log",
             tmp_path / "bot.db",
         )
-        _config(config, port, db, registry_url(registry.url), slack.api_url)
+        write_config(
+            config,
+            port=port,
+            db=db,
+            registry_url=registry_url(registry.url),
+            slack_url=slack.api_url,
+            slack={"channel_interval": 0, "coalesce_seconds": 0},
+            worker={"poll_interval": 0.1, "retry_backoff": 0.05},
+            registry={"scan_timeout": 300},
+        )
         proc = serve(config, log)
         started.append(Bot(port, registry, slack, proc, log, tmp_path / "layout"))
         await wait_ready(port, proc, log)

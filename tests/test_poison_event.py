@@ -16,7 +16,7 @@ import pytest
 
 from bot.store import inbox
 from tests.conftest import WEBHOOK_SECRET
-from tests.support.serve import serve, wait_ready
+from tests.support.serve import serve, wait_ready, write_config
 from tests.support.services import free_port
 from tests.support.settle import eventually
 
@@ -54,34 +54,6 @@ class SilentRegistry:
             self._server.close()
 
 
-def _config(path: Path, port: int, db: Path, registry_url: str) -> None:
-    path.write_text(
-        f"""
-[server]
-port = {port}
-[database]
-url = "sqlite+aiosqlite:///{db}"
-[slack]
-fallback_channel = "#fallback"
-[admission]
-token = "admission-token"
-[falco]
-token = "falco-token"
-[worker]
-concurrency = 1
-max_attempts = {MAX_ATTEMPTS}
-poll_interval = 0.1
-retry_backoff = 0.1
-[[registries]]
-name = "local"
-kind = "distribution"
-url = "{registry_url}"
-webhook_secret = "{WEBHOOK_SECRET}"
-timeout = 600
-"""
-    )
-
-
 def _push() -> bytes:
     target = {
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -107,7 +79,19 @@ async def test_an_event_that_kills_serve_each_time_is_parked_and_serve_stays_up(
     registry_url = await registry.start()
     port, db = free_port(), tmp_path / "bot.db"
     config, log = tmp_path / "crowsnest.toml", tmp_path / "serve.log"
-    _config(config, port, db, registry_url)
+    write_config(
+        config,
+        port=port,
+        db=db,
+        registry_url=registry_url,
+        worker={
+            "concurrency": 1,
+            "max_attempts": MAX_ATTEMPTS,
+            "poll_interval": 0.1,
+            "retry_backoff": 0.1,
+        },
+        registry={"timeout": 600},
+    )
     proc: subprocess.Popen[bytes] | None = None
     try:
         async with aiohttp.ClientSession() as http:

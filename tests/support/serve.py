@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+
+from tests.conftest import (
+    ADMISSION_TOKEN,
+    BOT_TOKEN,
+    FALCO_TOKEN,
+    SIGNING_SECRET,
+    WEBHOOK_SECRET,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -45,3 +55,40 @@ async def wait_ready(
                 pass
             await asyncio.sleep(0.05)
     raise AssertionError(f"crowsnest serve did not become ready: {log.read_text()[-2000:]}")
+
+
+def write_config(
+    path: Path,
+    *,
+    port: int,
+    db: Path,
+    registry_url: str,
+    slack_url: str | None = None,
+    slack: dict[str, Any] | None = None,
+    worker: dict[str, Any] | None = None,
+    registry: dict[str, Any] | None = None,
+) -> None:
+    """The `crowsnest.toml` of a served test bot: `port` on loopback, a SQLite file, the
+    intake tokens, one registry `local`, and Slack at `slack_url` (dry run without one).
+    `slack`, `worker` and `registry` add or override keys of those sections."""
+    slack_keys: dict[str, Any] = {"fallback_channel": "#fallback"}
+    if slack_url is not None:
+        slack_keys |= {"api_url": slack_url, "bot_token": BOT_TOKEN}
+        slack_keys |= {"signing_secret": SIGNING_SECRET}
+    sections = {
+        "server": {"port": port},
+        "database": {"url": f"sqlite+aiosqlite:///{db}"},
+        "slack": slack_keys | (slack or {}),
+        "worker": worker or {},
+        "admission": {"token": ADMISSION_TOKEN},
+        "falco": {"token": FALCO_TOKEN},
+    }
+    local = {"name": "local", "kind": "distribution", "url": registry_url}
+    local |= {"webhook_secret": WEBHOOK_SECRET} | (registry or {})
+    text = "".join(f"[{name}]\n{_keys(keys)}" for name, keys in sections.items())
+    path.write_text(text + f"[[registries]]\n{_keys(local)}")
+
+
+def _keys(table: dict[str, Any]) -> str:
+    """`key = value` lines; JSON's strings and numbers are TOML's too."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())

@@ -159,11 +159,9 @@ class Decisions:
             return _no("A reason is required: it goes into the audit log.")
         now = self._clock.now()
         async with self._db.transaction() as s:
-            row = await tracking.tracked(s, finding_id, lock=True)
-            if row is None:
-                return _no("This finding no longer exists.")
-            if row.team != owner.team:
-                return _no(_OWNER_CHANGED)
+            row = await _lock_owned(s, finding_id, owner.team)
+            if isinstance(row, Outcome):
+                return row
             if taken := await self._already(s, row, now):
                 return _no(taken)
             until = now + timedelta(days=days) if days else None
@@ -192,11 +190,9 @@ class Decisions:
             return await self._refused(refusal, Action.PATCH, user_id, owner)
         now = self._clock.now()
         async with self._db.transaction() as s:
-            row = await tracking.tracked(s, finding_id, lock=True)
-            if row is None:
-                return _no("This finding no longer exists.")
-            if row.team != owner.team:
-                return _no(_OWNER_CHANGED)
+            row = await _lock_owned(s, finding_id, owner.team)
+            if isinstance(row, Outcome):
+                return row
             if row.status != tracking.OPEN:
                 return _no("This finding is already fixed.")
             if row.assignee is not None:
@@ -459,6 +455,19 @@ _OWNER_CHANGED = "This finding just changed owner; try again."
 def _subject(row: TrackedFinding) -> str:
     package = f" {row.package}" if row.package else ""
     return f"{row.registry_name}/{row.repository} {row.check_id}{package}"
+
+
+async def _lock_owned(
+    s: AsyncSession, finding_id: int, team: str | None
+) -> TrackedFinding | Outcome:
+    """The finding, locked for the transaction, when it still exists and is still `team`'s
+    (whose people the permission check just asked about); else the refusal to give."""
+    row = await tracking.tracked(s, finding_id, lock=True)
+    if row is None:
+        return _no("This finding no longer exists.")
+    if row.team != team:
+        return _no(_OWNER_CHANGED)
+    return row
 
 
 def _suppression(

@@ -152,3 +152,10 @@ def test_image_ref_as_operators_type_it(
 def test_image_ref_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="not an image reference"):
         ImageRef.parse(text)
+
+
+def test_a_megabyte_of_text_is_refused_before_the_patterns_read_it() -> None:
+    from bot.images.reference import TEXT_MAX, InvalidReference, parse_reference
+
+    with pytest.raises(InvalidReference, match=f"longer than {TEXT_MAX}"):
+        parse_reference("a-" * 500_000 + "!")

@@ -786,3 +786,11 @@ def test_a_bad_tar_inside_zstd_leaks_nothing() -> None:
     finally:
         tracemalloc.stop()
     assert held < 4 * 1024 * 1024
+
+
+def test_a_wanted_file_too_large_to_keep_is_named_shortly_in_the_limits() -> None:
+    deep = "d/" * 200 + ".npmrc"
+    record = read_layer(tar([M(deep, b"x" * 300_000)]))
+    [limit] = record.limits
+    assert limit.startswith("1 file too large to read whole: d/d/")
+    assert limit.endswith("…") and len(limit) < 200

@@ -470,7 +470,8 @@ class TarParser:
                     f"(max_path_bytes_per_{self._scope}): {_entries(count)} not read"
                 )
         if self.skipped:
-            shown = ", ".join(self.skipped[:3]) + (", …" if len(self.skipped) > 3 else "")
+            shown = ", ".join(_short(p) for p in self.skipped[:3])
+            shown += ", …" if len(self.skipped) > 3 else ""
             files = "1 file" if len(self.skipped) == 1 else f"{len(self.skipped):,} files"
             out.append(f"{files} too large to read whole: {shown}")
         return tuple(out)
@@ -566,3 +567,8 @@ def _kept(make: Callable[[], bytes | None]) -> bytes | None:
 
 def _entries(count: int) -> str:
     return "1 entry" if count == 1 else f"{count:,} entries"
+
+
+def _short(path: str) -> str:
+    """A pushed path, as a finding quotes it: a few of them, not kilobytes each."""
+    return path if len(path) <= 120 else path[:119] + "…"
